@@ -1,0 +1,35 @@
+# The two commands a newcomer needs:  `make run` (the local default job) and `make test` (the suite).
+# Both create .venv/ and install everything on first use.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test test-unit test-integration test-e2e install clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	# CPU build of torch first (the machine's pip finds it locally), then the project with test extras.
+	$(BIN)/pip install "torch==2.13.0"
+	$(BIN)/pip install -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/selflengthen run $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
+
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest -q -ra -m "not integration and not e2e and not vllm"
+
+test-integration: $(STAMP)
+	$(BIN)/python -m pytest -q -ra -m integration
+
+test-e2e: $(STAMP)
+	$(BIN)/python -m pytest -q -ra -m e2e
+
+clean:
+	rm -rf $(VENV) .cache

@@ -1,0 +1,421 @@
+"""The one typed configuration of a Self-Lengthen run.
+
+Every knob of METHOD.md, serving, training, storage and cluster placement lives here, with the
+reference's defaults. YAML in (``load_config``), validated; unknown keys and impossible values are
+rejected with a message naming the field (``ConfigError``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+Language = Literal["en", "zh"]
+Role = Literal["generator", "extender"]
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the field."""
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------- sampling and serving
+
+
+class SamplingConfig(Section):
+    """Sampling parameters sent with every request of one role or stage."""
+
+    temperature: float = Field(0.7, ge=0.0, le=5.0)
+    top_p: float = Field(0.8, gt=0.0, le=1.0)
+    top_k: int = Field(20, ge=-1, description="-1 disables top-k")
+    repetition_penalty: float = Field(1.1, gt=0.0)
+    max_tokens: int = Field(16384, ge=1)
+    # Reference defect fixed: "---" is never a default stop string (it cut markdown tables and rules).
+    stop: list[str] = Field(default_factory=list)
+    seed: int | None = None
+
+
+class EndpointConfig(Section):
+    """An OpenAI-compatible server (vLLM in production). Credentials come from the environment."""
+
+    base_url: str | None = Field(None, description="e.g. http://127.0.0.1:8000/v1; set by the serve step when empty")
+    model: str = Field("tiny", min_length=1, description="model (or LoRA adapter) name the server knows")
+    api_key_env: str = Field("SELFLENGTHEN_API_KEY", description="name of the env var holding the API key (never the key)")
+    max_concurrency: int = Field(32, ge=1, le=4096)
+    request_timeout_s: float = Field(600.0, gt=0)
+    max_retries: int = Field(6, ge=0)
+    backoff_initial_s: float = Field(0.5, gt=0)
+    backoff_max_s: float = Field(30.0, gt=0)
+    server_supports_n: bool = Field(True, description="False: the client asks n times for n samples")
+    chat_template_continuation: bool = Field(
+        True, description="stage-2 prefill via continue_final_message (vLLM); False: raw completion over the rendered template"
+    )
+
+
+class LocalServerConfig(Section):
+    """How the serve step starts a model server on one machine (the local default)."""
+
+    backend: Literal["transformers", "vllm"] = "transformers"
+    host: Literal["127.0.0.1", "localhost"] = "127.0.0.1"
+    startup_timeout_s: float = Field(300.0, gt=0)
+    vllm_python: str | None = Field(None, description="python of the separate vLLM virtual environment")
+    extra_args: list[str] = Field(default_factory=list)
+
+
+class ClusterServerConfig(Section):
+    """vLLM Deployment settings used by the serve step on Kubernetes."""
+
+    image: str = "vllm/vllm-openai:v0.11.0"
+    gpus: int = Field(1, ge=0)
+    tensor_parallel_size: int = Field(1, ge=1)
+    max_model_len: int = Field(32768, ge=256)
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    ready_timeout_s: float = Field(1800.0, gt=0)
+    hf_token_secret: str | None = Field(None, description="Kubernetes Secret with key HF_TOKEN, mounted as env")
+
+
+class ServingConfig(Section):
+    generator: EndpointConfig = Field(default_factory=EndpointConfig)
+    extender: EndpointConfig = Field(default_factory=EndpointConfig)
+    judge: EndpointConfig = Field(default_factory=EndpointConfig)
+    local: LocalServerConfig = Field(default_factory=LocalServerConfig)
+    cluster: ClusterServerConfig = Field(default_factory=ClusterServerConfig)
+
+
+# --------------------------------------------------------------------------- method stages
+
+
+class SelfInstructConfig(Section):
+    """METHOD.md step 1: new instructions by few-shot completion, filtered by the model as judge."""
+
+    num_instructions: int = Field(5000, ge=1, description="new instructions per iteration")
+    max_attempts_per_slot: int = Field(10, ge=1)
+    examples_per_prompt: int = Field(2, ge=1, le=8)
+    use_accepted_pool: bool = Field(True, description="draw few-shot examples from seeds plus accepted instructions")
+    min_words: int = Field(3, ge=1)
+    max_words: int = Field(500, ge=1)
+    judge_min_words: int = Field(2000, ge=1, description="length the judge is asked about ('more than N words')")
+    seeds_uri: str | None = Field(None, description="JSONL of seed instructions; the packaged seeds when empty")
+    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=1.0, top_p=0.95, max_tokens=512))
+    judge_sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.0, top_p=1.0, top_k=-1, repetition_penalty=1.0, max_tokens=8))
+
+    @model_validator(mode="after")
+    def _words(self) -> "SelfInstructConfig":
+        if self.min_words > self.max_words:
+            raise ValueError("min_words must not exceed max_words")
+        return self
+
+
+class GenerateConfig(Section):
+    """METHOD.md step 2: initial responses by the Generator."""
+
+    samples_per_query: int = Field(2, ge=1)
+    max_retries: int = Field(20, ge=0, description="retries of a sample that fails the checks, then given up")
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+
+
+class ExtendConfig(Section):
+    """METHOD.md step 3: two-stage, multi-round extension."""
+
+    attempts: int = Field(2, ge=1)
+    rounds: int = Field(3, ge=1)
+    keep_fraction: float = Field(2 / 3, gt=0, le=1, description="stage-1 paragraphs kept (drops the wrap-up)")
+    min_ratio: float = Field(1.2, gt=1.0, description="an attempt succeeds when final > min_ratio x initial length")
+    prefill_separator: str = Field("\n\n", description="appended after the stage-1 prefill (stops immediate stops)")
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+
+
+class LanguageChecks(Section):
+    """METHOD.md step 4, for one language."""
+
+    enders: str = Field(description="sentence-final punctuation, closing quotes and brackets")
+    ngram_n: int = Field(ge=2)
+    ngram_unit: Literal["whitespace", "cjk"] = "whitespace"
+    meta_words: list[str] = Field(default_factory=list)
+    meta_head_lines: int = Field(2, ge=0)
+    meta_tail_lines: int = Field(3, ge=0)
+    check_ending: bool = True
+    check_repetition: bool = True
+    check_meta: bool = True
+
+
+# One language-aware set of enders (reference defect fixed: ASCII '.' is accepted for Chinese too).
+_ENDERS = ".!?。！？…；;」』”’\"')）】》]*`~"
+
+
+class ChecksConfig(Section):
+    en: LanguageChecks = Field(
+        default_factory=lambda: LanguageChecks(
+            enders=_ENDERS,
+            ngram_n=10,
+            ngram_unit="whitespace",
+            meta_words=["revised", "revision", "response", "version", "paragraph"],
+        )
+    )
+    zh: LanguageChecks = Field(
+        default_factory=lambda: LanguageChecks(enders=_ENDERS, ngram_n=13, ngram_unit="cjk", check_meta=False)
+    )
+
+    def for_language(self, language: Language) -> LanguageChecks:
+        return self.en if language == "en" else self.zh
+
+
+class SelectConfig(Section):
+    """METHOD.md step 5: keep probability 1 - coefficient * rank**exponent (rank 1 = shortest)."""
+
+    length_biased: bool = True
+    coefficient: float = Field(2.0, ge=0)
+    exponent: float = Field(3.0, gt=0)
+
+
+class SftDataConfig(Section):
+    """METHOD.md step 6."""
+
+    line_dropout: float = Field(0.2, ge=0, lt=1)
+    accumulate: bool = Field(False, description="train on all iterations' data, not only the current one")
+
+
+class LengthControlConfig(Section):
+    """The length-following data built after the iterations."""
+
+    extra_queries: int = Field(5000, ge=0, description="queries answered by the final Generator alone")
+    min_words: int = Field(2000, ge=1)
+    max_words: int = Field(8000, ge=1)
+    unit: int = Field(1000, ge=1)
+    coarse_unit: int = Field(2000, ge=1)
+    coarse_unit_probability: float = Field(0.2, ge=0, le=1)
+    type_probabilities: dict[Literal["about", "range", "above", "below"], float] = Field(
+        default_factory=lambda: {"about": 0.40, "range": 0.25, "above": 0.10, "below": 0.25}
+    )
+    chinese_numeral_probability: float = Field(0.5, ge=0, le=1)
+    rewrite_with_llm: bool = True
+    rewrite_sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.7, max_tokens=1024))
+
+    @field_validator("type_probabilities")
+    @classmethod
+    def _probabilities(cls, value: dict[str, float]) -> dict[str, float]:
+        if any(p < 0 for p in value.values()) or abs(sum(value.values()) - 1.0) > 1e-6:
+            raise ValueError("probabilities must be non-negative and sum to 1")
+        return value
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "LengthControlConfig":
+        if self.min_words > self.max_words:
+            raise ValueError("min_words must not exceed max_words")
+        return self
+
+
+# --------------------------------------------------------------------------- training
+
+
+class LoraConfig(Section):
+    r: int = Field(8, ge=1)
+    alpha: int = Field(16, ge=1)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+
+
+class TrainingConfig(Section):
+    """METHOD.md step 7: fine-tuning of one role (reference defaults)."""
+
+    method: Literal["lora", "full"] = "lora"
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    learning_rate: float = Field(1e-4, gt=0)
+    epochs: float = Field(4.0, gt=0)
+    max_steps: int | None = Field(None, ge=1, description="a step budget that overrides epochs")
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    max_length: int = Field(16384, ge=16)
+    truncate_overlong: bool = Field(False, description="False: over-long examples are dropped and counted")
+    per_device_batch_tokens: int = Field(16384, ge=16, description="token budget of one packed micro-batch")
+    batch_size: int = Field(1, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    batching: Literal["packed", "length-grouped", "padded"] = "packed"
+    deepspeed: str | None = Field("zero3_offload", description="preset name (zero2, zero3, zero3_offload) or a JSON path; empty: none")
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    gradient_checkpointing: Literal["auto", "on", "off"] = "auto"
+    checkpoint_every_steps: int = Field(50, ge=1)
+    continue_adapter: bool = Field(True, description="LoRA of iteration k starts from k-1 on the fixed base")
+    merge_each_iteration: bool = Field(False, description="merge the adapter into a new base after each iteration")
+    seed: int = 42
+    trust_remote_code: bool = False
+    logging_steps: int = Field(1, ge=1)
+
+
+class TrainJobConfig(Section):
+    """Kubeflow Trainer placement of the training step on Kubernetes."""
+
+    mode: Literal["inline", "trainjob"] = "inline"
+    runtime: str = "selflengthen-deepspeed"
+    num_nodes: int = Field(1, ge=1)
+    gpus_per_node: int = Field(8, ge=0)
+    image: str = "ghcr.io/selflengthen/trainer:0.1.0"
+    timeout_s: float = Field(86400.0, gt=0)
+
+
+# --------------------------------------------------------------------------- storage, eval, pipeline
+
+
+class StorageConfig(Section):
+    """Object storage. Credentials come only from the environment variables named here."""
+
+    s3_endpoint: str | None = Field(None, description="host:port of an S3/MinIO endpoint; None: local paths only")
+    s3_secure: bool = True
+    s3_region: str | None = None
+    access_key_env: str = "AWS_ACCESS_KEY_ID"
+    secret_key_env: str = "AWS_SECRET_ACCESS_KEY"
+    max_retries: int = Field(5, ge=0)
+    backoff_initial_s: float = Field(0.5, gt=0)
+    multipart_part_size: int = Field(16 * 1024 * 1024, ge=5 * 1024 * 1024)
+    shard_size: int = Field(64, ge=1, description="records per checkpointed shard")
+
+
+class EvalConfig(Section):
+    enabled: bool = True
+    per_iteration: bool = True
+    benchmarks: list[Literal["longen", "longbench-write", "longwrite-ruler"]] = Field(default_factory=lambda: ["longen"])
+    benchmark_files: dict[str, str] = Field(default_factory=dict, description="benchmark name -> local path or URI")
+    max_prompts: int | None = Field(None, ge=1, description="evaluate a prefix of each benchmark")
+    sampling: SamplingConfig = Field(
+        default_factory=lambda: SamplingConfig(temperature=0.5, top_p=0.8, max_tokens=32768)
+    )
+    quality_rubric: Literal["longbench-write", "self-lengthen", "none"] = "none"
+    judge_retries: int = Field(3, ge=0)
+    judge_sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.0, top_p=1.0, top_k=-1, repetition_penalty=1.0, max_tokens=512))
+
+
+class ReportConfig(Section):
+    heldout_queries: int = Field(8, ge=1, description="fixed held-out queries answered before and after each iteration")
+    heldout_samples: int = Field(1, ge=1)
+
+
+class PipelineConfig(Section):
+    image: str = Field("ghcr.io/selflengthen/runtime:0.1.0", description="the one pinned image of all components")
+    pipeline_root: str | None = None
+    retries: int = Field(2, ge=0)
+    caching: bool = True
+    namespace: str = "selflengthen"
+    service_account: str = "selflengthen-runner"
+    storage_secret: str = Field("selflengthen-s3", description="Kubernetes Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY")
+    api_key_secret: str | None = Field(None, description="Kubernetes Secret with SELFLENGTHEN_API_KEY")
+
+
+class ModelConfig(Section):
+    base: str = Field(description="base model: a local path or URI of a Hugging Face model folder")
+    tokenizer: str | None = Field(None, description="defaults to the base model's")
+    build_tiny: bool = Field(False, description="build the tiny CPU model at `base` when it is missing")
+    tiny_pretrain_seconds: float = Field(360.0, gt=0)
+
+
+# --------------------------------------------------------------------------- the run
+
+
+class RunConfig(Section):
+    """A whole Self-Lengthen run."""
+
+    run_id: str = Field("selflengthen", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
+    workdir: str = Field("runs/local", description="root URI of every artefact of the run (local path or s3://bucket/prefix)")
+    seed: int = 1234
+    iterations: int = Field(3, ge=1, le=50)
+    languages: list[Language] = Field(default_factory=lambda: ["en", "zh"], min_length=1)
+    model: ModelConfig
+    self_instruct: SelfInstructConfig = Field(default_factory=SelfInstructConfig)
+    generate: GenerateConfig = Field(default_factory=GenerateConfig)
+    extend: ExtendConfig = Field(default_factory=ExtendConfig)
+    checks: ChecksConfig = Field(default_factory=ChecksConfig)
+    select: SelectConfig = Field(default_factory=SelectConfig)
+    sft_data: SftDataConfig = Field(default_factory=SftDataConfig)
+    length_control: LengthControlConfig = Field(default_factory=LengthControlConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    trainjob: TrainJobConfig = Field(default_factory=TrainJobConfig)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+
+    @field_validator("languages")
+    @classmethod
+    def _unique_languages(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("languages must not repeat")
+        return value
+
+    def config_hash(self) -> str:
+        """A short stable hash of the effective configuration (recorded in manifests)."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def _format_errors(error: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for item in error.errors():
+        field = ".".join(str(part) for part in item["loc"]) or "(root)"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"  {field}: {message}")
+    return "\n".join(lines)
+
+
+def parse_config(data: Any, source: str = "<config>") -> RunConfig:
+    """Validate a mapping into a RunConfig, raising ConfigError naming each bad field."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid configuration in {source}: the top level must be a mapping")
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(_format_errors(error, source)) from None
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read a YAML config file; ``overrides`` are dotted keys (``"training.max_steps": 20``)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"config file {path} is not UTF-8 (byte {error.start})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+    data = data or {}
+    for dotted, value in (overrides or {}).items():
+        apply_override(data, dotted, value)
+    return parse_config(data, str(path))
+
+
+def apply_override(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``a.b.c = value`` inside a nested mapping, creating sections on the way."""
+    keys = dotted.split(".")
+    node = data
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted}: {key} is not a section")
+    node[keys[-1]] = value
+
+
+def default_config_path() -> Path:
+    """The local embedded default (configs/tiny-local.yaml beside the package source)."""
+    return Path(__file__).resolve().parent.parent / "configs" / "tiny-local.yaml"
