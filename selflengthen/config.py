@@ -15,11 +15,13 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from selflengthen.errors import SelfLengthenError
+
 Language = Literal["en", "zh"]
 Role = Literal["generator", "extender"]
 
 
-class ConfigError(ValueError):
+class ConfigError(SelfLengthenError, ValueError):
     """A configuration that cannot be used; the message names the field."""
 
 

@@ -1,0 +1,43 @@
+"""Helpers shared by the command modules: config loading and error reporting."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import typer
+
+from selflengthen.config import RunConfig, default_config_path, load_config
+from selflengthen.errors import SelfLengthenError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+ConfigOption = typer.Option(None, "--config", "-c", help="run config YAML (default: configs/tiny-local.yaml)")
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print ``message`` to stderr and exit non-zero."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def handle_errors(func: F) -> F:
+    """Turn SelfLengthenError (and bad-input OSErrors) into 'error: ...' on stderr and exit 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except SelfLengthenError as error:
+            fail(str(error))
+        except KeyboardInterrupt:
+            typer.echo("interrupted; finished records are checkpointed, rerun to resume", err=True)
+            sys.exit(130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def load_run_config(path: Path | None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    return load_config(path or default_config_path(), overrides)

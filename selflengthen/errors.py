@@ -1,0 +1,21 @@
+"""Errors that entry points turn into a clear message and a non-zero exit (no traceback)."""
+
+
+class SelfLengthenError(Exception):
+    """Base of every user-facing error; the message names the field, line, URI or endpoint."""
+
+
+class DataError(SelfLengthenError):
+    """Malformed input data (JSONL line, empty file, non-UTF-8 bytes, missing field)."""
+
+
+class StorageError(SelfLengthenError):
+    """Object storage could not be used (missing bucket, bad credentials, unreachable endpoint)."""
+
+
+class EndpointError(SelfLengthenError):
+    """A model server could not be used (unreachable, refusing, retries exhausted)."""
+
+
+class TrainingError(SelfLengthenError):
+    """Training cannot start or failed (bad dataset, model, LoRA targets)."""
