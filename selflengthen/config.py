@@ -202,6 +202,26 @@ class LengthControlConfig(Section):
         default_factory=lambda: {"about": 0.40, "range": 0.25, "above": 0.10, "below": 0.25}
     )
     chinese_numeral_probability: float = Field(0.5, ge=0, le=1)
+    phrases: dict[Language, dict[Literal["about", "range", "above", "below", "append"], str]] = Field(
+        default_factory=lambda: {
+            "en": {
+                "about": "about {n} words",
+                "range": "between {a} and {b} words",
+                "above": "more than {a} words",
+                "below": "less than {b} words",
+                "append": "{query} The answer should be {constraint}.",
+            },
+            # Reference defect fixed: "above" is 大于/more-than and "below" is 小于/less-than.
+            "zh": {
+                "about": "大约{n}字",
+                "range": "{a}字至{b}字",
+                "above": "大于{a}字",
+                "below": "小于{b}字",
+                "append": "{query}要求字数{constraint}。",
+            },
+        },
+        description="constraint wording per language and type; 'append' is used when the LLM rewrite drops the constraint",
+    )
     rewrite_with_llm: bool = True
     rewrite_sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.7, max_tokens=1024))
 

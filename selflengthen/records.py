@@ -59,7 +59,7 @@ class Response(Record):
     query_id: str
     query: str
     language: Language
-    kind: Literal["initial", "extended", "collected"] = "initial"
+    kind: Literal["initial", "extended", "collected", "heldout"] = "initial"
     sample_index: int = 0
     iteration: int = 0
     text: str
@@ -97,6 +97,7 @@ class SftExample(Record):
     language: Language
     source_id: str | None = None
     iteration: int = 0
+    meta: dict[str, Any] = Field(default_factory=dict)
 
     @property
     def prompt_messages(self) -> list[ChatMessage]:

@@ -8,13 +8,15 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 import typer
+import yaml
 
-from selflengthen.config import RunConfig, default_config_path, load_config
+from selflengthen.config import ConfigError, RunConfig, default_config_path, load_config
 from selflengthen.errors import SelfLengthenError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 ConfigOption = typer.Option(None, "--config", "-c", help="run config YAML (default: configs/tiny-local.yaml)")
+SetOption = typer.Option([], "--set", help="override a config value: dotted.key=value (value parsed as YAML)")
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -39,5 +41,17 @@ def handle_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def load_run_config(path: Path | None, overrides: dict[str, Any] | None = None) -> RunConfig:
-    return load_config(path or default_config_path(), overrides)
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["a.b=1", "c=x"]`` -> ``{"a.b": 1, "c": "x"}``; values are parsed as YAML."""
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected dotted.key=value")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
+
+
+def load_run_config(path: Path | None, overrides: list[str] | None = None) -> RunConfig:
+    """The config at ``path`` (or the local default) with ``--set`` overrides applied."""
+    return load_config(path or default_config_path(), parse_overrides(overrides or []))

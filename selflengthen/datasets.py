@@ -1,0 +1,345 @@
+"""Datasets: JSONL shards plus a manifest, and record-granular checkpoints of long stages.
+
+A dataset under ``prefix`` is::
+
+    prefix/part-00000.jsonl, part-00001.jsonl, ...   records, ``shard_size`` per part
+    prefix/failures.jsonl                            units given up (only when there are some)
+    prefix/manifest.json                             counts, sha256 per file, config hash, metrics
+
+The manifest is written last, so a dataset exists exactly when its manifest does; readers go
+through the manifest and verify every checksum.
+
+:class:`UnitCheckpoint` makes a long stage resumable: finished units are appended in shards under
+``prefix/_checkpoint/`` (each shard written atomically), a restarted stage skips
+:meth:`UnitCheckpoint.done_units`, and :meth:`UnitCheckpoint.finalize` turns the shards into the
+dataset above, each unit exactly once, in the stage's input order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timezone
+from typing import Any, Iterable, Sequence, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from selflengthen.errors import DataError
+from selflengthen.records import Record
+from selflengthen.storage import Storage, decode_utf8, join_uri
+
+R = TypeVar("R", bound=BaseModel)
+
+MANIFEST_NAME = "manifest.json"
+FAILURES_NAME = "failures.jsonl"
+CHECKPOINT_DIR = "_checkpoint"
+
+
+class ShardInfo(BaseModel):
+    """One JSONL file of a dataset: its name below the prefix, record count and sha256."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    count: int = Field(ge=0)
+    sha256: str
+
+
+class Manifest(BaseModel):
+    """What a dataset holds; written last, so its presence marks a complete dataset."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stage: str
+    count: int = Field(ge=0)
+    shards: list[ShardInfo]
+    config_hash: str
+    created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    failures: int = Field(0, ge=0)
+    failures_shard: ShardInfo | None = None
+
+
+# --------------------------------------------------------------------------- JSONL
+
+
+def _describe(error: ValidationError) -> str:
+    """``field.sub: message`` for each problem of a validation error."""
+    problems = []
+    for item in error.errors():
+        field = ".".join(str(part) for part in item["loc"]) or "(record)"
+        message = "unknown field" if item["type"] == "extra_forbidden" else item["msg"]
+        problems.append(f"{field}: {message}")
+    return "; ".join(problems)
+
+
+def parse_jsonl(text: str, model: type[R], source: str) -> list[R]:
+    """Parse JSONL into ``model`` objects; a bad line raises DataError ``<source> line N: ...``.
+
+    Blank lines are skipped; a text with no record at all is an error. Lines end at "\n" only
+    (``str.splitlines`` would also split at U+2028 and others, which JSON strings may hold raw).
+    """
+    records = []
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataError(f"{source} line {number}: invalid JSON: {error.msg} (column {error.colno})") from None
+        if not isinstance(data, dict):
+            raise DataError(f"{source} line {number}: expected a JSON object, got {type(data).__name__}")
+        try:
+            records.append(model.model_validate(data))
+        except ValidationError as error:
+            raise DataError(f"{source} line {number}: {_describe(error)}") from None
+    if not records:
+        raise DataError(f"{source} is empty")
+    return records
+
+
+def read_jsonl(storage: Storage, uri: str, model: type[R]) -> list[R]:
+    """Records of one JSONL file (UTF-8, at least one record)."""
+    return parse_jsonl(storage.read_text(uri), model, uri)
+
+
+def _to_jsonl(rows: Iterable[BaseModel]) -> bytes:
+    return "".join(row.model_dump_json() + "\n" for row in rows).encode("utf-8")
+
+
+def _write_shard(storage: Storage, prefix_uri: str, name: str, rows: Sequence[BaseModel]) -> ShardInfo:
+    data = _to_jsonl(rows)
+    storage.write_bytes(join_uri(prefix_uri, name), data)
+    return ShardInfo(name=name, count=len(rows), sha256=hashlib.sha256(data).hexdigest())
+
+
+def _read_shard(storage: Storage, prefix_uri: str, shard: ShardInfo, model: type[R]) -> list[R]:
+    uri = join_uri(prefix_uri, shard.name)
+    data = storage.read_bytes(uri)
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != shard.sha256:
+        raise DataError(f"{uri}: checksum mismatch (manifest says sha256 {shard.sha256}, the file has {digest})")
+    records = parse_jsonl(decode_utf8(data, uri), model, uri)
+    if len(records) != shard.count:
+        raise DataError(f"{uri}: {len(records)} records, the manifest says {shard.count}")
+    return records
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+def manifest_uri(prefix_uri: str) -> str:
+    return join_uri(prefix_uri, MANIFEST_NAME)
+
+
+def dataset_exists(storage: Storage, prefix_uri: str) -> bool:
+    return storage.exists(manifest_uri(prefix_uri))
+
+
+def read_manifest(storage: Storage, prefix_uri: str) -> Manifest:
+    uri = manifest_uri(prefix_uri)
+    if not storage.exists(uri):
+        raise DataError(f"no dataset at {prefix_uri}: {uri} does not exist")
+    try:
+        return Manifest.model_validate_json(storage.read_text(uri))
+    except ValidationError as error:
+        raise DataError(f"{uri}: invalid manifest: {_describe(error)}") from None
+
+
+def write_records(
+    storage: Storage,
+    prefix_uri: str,
+    records: Iterable[Record],
+    *,
+    stage: str,
+    config_hash: str,
+    shard_size: int,
+    metrics: dict[str, Any] | None = None,
+    failures: Sequence[Record] = (),
+) -> Manifest:
+    """Write ``records`` as ``part-NNNNN.jsonl`` shards, ``failures.jsonl``, then the manifest.
+
+    ``records`` may be a generator: at most one shard is held in memory. An existing dataset at
+    the prefix is replaced; its manifest is removed first, so no reader mixes old and new parts.
+    """
+    if shard_size < 1:
+        raise ValueError("shard_size must be at least 1")
+    storage.delete(manifest_uri(prefix_uri))
+    shards: list[ShardInfo] = []
+    buffer: list[Record] = []
+
+    def write_part() -> None:
+        shards.append(_write_shard(storage, prefix_uri, f"part-{len(shards):05d}.jsonl", buffer))
+        buffer.clear()
+
+    for record in records:
+        buffer.append(record)
+        if len(buffer) == shard_size:
+            write_part()
+    if buffer:
+        write_part()
+    manifest = Manifest(
+        stage=stage,
+        count=sum(shard.count for shard in shards),
+        shards=shards,
+        config_hash=config_hash,
+        metrics=metrics or {},
+        failures=len(failures),
+        failures_shard=_write_shard(storage, prefix_uri, FAILURES_NAME, failures) if failures else None,
+    )
+    storage.write_text(manifest_uri(prefix_uri), manifest.model_dump_json(indent=2))
+    return manifest
+
+
+def read_records(storage: Storage, prefix_uri: str, model: type[R]) -> list[R]:
+    """All records of the dataset at ``prefix_uri``, in order, checksums verified."""
+    manifest = read_manifest(storage, prefix_uri)
+    return [record for shard in manifest.shards for record in _read_shard(storage, prefix_uri, shard, model)]
+
+
+def read_failures(storage: Storage, prefix_uri: str, model: type[R]) -> list[R]:
+    """The failure records of the dataset at ``prefix_uri`` (empty when it has none)."""
+    manifest = read_manifest(storage, prefix_uri)
+    if manifest.failures_shard is None:
+        return []
+    return _read_shard(storage, prefix_uri, manifest.failures_shard, model)
+
+
+def load_records(storage: Storage, uri: str, model: type[R]) -> list[R]:
+    """Records from a dataset prefix (one with a manifest.json) or from a single JSONL file."""
+    if dataset_exists(storage, uri):
+        return read_records(storage, uri, model)
+    if not storage.exists(uri):
+        raise DataError(f"{uri} is neither a dataset (no {manifest_uri(uri)}) nor a JSONL file")
+    return read_jsonl(storage, uri, model)
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+class _UnitEntry(BaseModel):
+    """One line of a checkpoint shard: a finished unit and what it produced."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    unit: str = Field(min_length=1)
+    outputs: list[dict[str, Any]] = Field(default_factory=list)
+    failures: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class UnitCheckpoint:
+    """Record-granular resume of a stage that processes independent units (e.g. one query each).
+
+    Usage::
+
+        checkpoint = UnitCheckpoint(storage, prefix, stage="generate", config_hash=h, shard_size=64)
+        if not checkpoint.is_complete():
+            done = checkpoint.done_units()
+            try:
+                for unit in units:
+                    if unit.id not in done:
+                        checkpoint.add(unit.id, outputs, failures)
+            finally:
+                checkpoint.flush()
+            checkpoint.finalize([u.id for u in units], Response, Failure, metrics)
+
+    A shard is written atomically each time ``shard_size`` units are buffered, so a crash loses at
+    most the unflushed buffer; a unit found twice counts once. One writer per prefix at a time.
+    """
+
+    def __init__(self, storage: Storage, output_prefix: str, *, stage: str, config_hash: str, shard_size: int):
+        if shard_size < 1:
+            raise ValueError("shard_size must be at least 1")
+        self.storage = storage
+        self.output_prefix = output_prefix
+        self.stage = stage
+        self.config_hash = config_hash
+        self.shard_size = shard_size
+        self.checkpoint_uri = join_uri(output_prefix, CHECKPOINT_DIR)
+        self._buffer: list[_UnitEntry] = []
+        self._next_shard: int | None = None
+
+    def is_complete(self) -> bool:
+        """Whether the stage's dataset is already written (a rerun skips the stage)."""
+        return dataset_exists(self.storage, self.output_prefix)
+
+    def _shard_uris(self) -> list[str]:
+        return [uri for uri in self.storage.list(self.checkpoint_uri) if uri.endswith(".jsonl")]
+
+    def _entries(self) -> list[_UnitEntry]:
+        """Every checkpointed and buffered unit, first occurrence only, in the order written."""
+        seen: dict[str, _UnitEntry] = {}
+        for uri in self._shard_uris():
+            for entry in read_jsonl(self.storage, uri, _UnitEntry):
+                seen.setdefault(entry.unit, entry)
+        for entry in self._buffer:
+            seen.setdefault(entry.unit, entry)
+        return list(seen.values())
+
+    def done_units(self) -> set[str]:
+        """Ids of the units already finished (checkpointed or buffered)."""
+        return {entry.unit for entry in self._entries()}
+
+    def add(self, unit_id: str, outputs: Sequence[Record], failures: Sequence[Record] = ()) -> None:
+        """Record a finished unit; writes a shard once ``shard_size`` units are buffered."""
+        self._buffer.append(
+            _UnitEntry(
+                unit=unit_id,
+                outputs=[record.model_dump(mode="json") for record in outputs],
+                failures=[record.model_dump(mode="json") for record in failures],
+            )
+        )
+        if len(self._buffer) >= self.shard_size:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the buffered units as one new shard (call it on cancellation and interrupts too)."""
+        if not self._buffer:
+            return
+        if self._next_shard is None:
+            names = [uri.rsplit("/", 1)[-1] for uri in self._shard_uris()]
+            indices = [int(name[len("shard-"):-len(".jsonl")]) for name in names if name.startswith("shard-")]
+            self._next_shard = max(indices, default=-1) + 1
+        _write_shard(self.storage, self.checkpoint_uri, f"shard-{self._next_shard:05d}.jsonl", self._buffer)
+        self._next_shard += 1
+        self._buffer = []
+
+    def finalize(
+        self,
+        unit_order: Sequence[str],
+        output_model: type[Record],
+        failure_model: type[Record],
+        metrics: dict[str, Any] | None = None,
+    ) -> Manifest:
+        """Write the stage's dataset (outputs in ``unit_order``, failures) and drop the checkpoint.
+
+        Units of ``unit_order`` never added produced nothing; a checkpointed unit missing from
+        ``unit_order`` means the checkpoint belongs to other inputs, which is an error.
+        """
+        self.flush()
+        entries = {entry.unit: entry for entry in self._entries()}
+        unknown = sorted(set(entries) - set(unit_order))
+        if unknown:
+            raise DataError(
+                f"{self.checkpoint_uri} holds {len(unknown)} unit(s) not among this stage's inputs "
+                f"(e.g. {unknown[0]!r}); delete that folder to start the stage over"
+            )
+        ordered = [entries[unit] for unit in dict.fromkeys(unit_order) if unit in entries]
+        source = f"checkpoint {self.checkpoint_uri}"
+        try:
+            outputs = [output_model.model_validate(row) for entry in ordered for row in entry.outputs]
+            failures = [failure_model.model_validate(row) for entry in ordered for row in entry.failures]
+        except ValidationError as error:
+            raise DataError(f"{source}: {_describe(error)}") from None
+        manifest = write_records(
+            self.storage,
+            self.output_prefix,
+            outputs,
+            stage=self.stage,
+            config_hash=self.config_hash,
+            shard_size=self.shard_size,
+            metrics=metrics,
+            failures=failures,
+        )
+        self.storage.delete_prefix(self.checkpoint_uri)
+        return manifest

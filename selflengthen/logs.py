@@ -1,0 +1,25 @@
+"""Structured logs: every line carries the run id, iteration and stage."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+_FORMAT = "%(asctime)s %(levelname)s run=%(run_id)s iteration=%(iteration)s stage=%(stage)s %(message)s"
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Send selflengthen logs to stderr once, in the structured format."""
+    logger = logging.getLogger("selflengthen")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(_FORMAT))
+        logger.addHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = False
+
+
+def stage_logger(run_id: str, stage: str, iteration: int | None = None) -> logging.LoggerAdapter:
+    configure_logging()
+    extra = {"run_id": run_id, "stage": stage, "iteration": "-" if iteration is None else iteration}
+    return logging.LoggerAdapter(logging.getLogger(f"selflengthen.{stage}"), extra)

@@ -1,0 +1,181 @@
+"""What every generation stage shares: resumable unit processing over the generation client.
+
+A stage is a set of *units* (a query, a response, a self-instruct slot), each turned by an async
+worker into output records and failure records. Finished units are checkpointed in shards under
+the output prefix, so a rerun of a killed stage continues where it stopped; a finished stage
+(its manifest exists) is skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from selflengthen.client import GenerationClient
+from selflengthen.config import RunConfig
+from selflengthen.datasets import Manifest, UnitCheckpoint, load_records, read_manifest
+from selflengthen.errors import DataError
+from selflengthen.logs import stage_logger
+from selflengthen.records import Failure, Record, Response
+from selflengthen.stats import length_stats
+from selflengthen.storage import Storage, get_storage
+
+T = TypeVar("T")
+Work = Callable[[GenerationClient, RunConfig, Any], Awaitable[tuple[list[Record], list[Failure]]]]
+Metrics = Callable[[list, list[Failure]], dict]
+
+
+@dataclass
+class StageResult:
+    """Where a stage wrote its dataset, its manifest, and whether it was already complete."""
+
+    output_uri: str
+    manifest: Manifest
+    skipped: bool = False
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        transient=False,
+    )
+
+
+async def _process_units(
+    client: GenerationClient,
+    config: RunConfig,
+    units: Sequence[tuple[str, Any]],
+    work: Work,
+    checkpoint: UnitCheckpoint,
+    label: str,
+) -> None:
+    """Run ``work`` over the units not yet checkpointed; every finished unit goes to the checkpoint."""
+    done = checkpoint.done_units()
+    todo = [(unit_id, item) for unit_id, item in units if unit_id not in done]
+
+    async def one(unit_id: str, item: Any) -> tuple[str, tuple[list[Record], list[Failure]]]:
+        return unit_id, await work(client, config, item)
+
+    with _progress() as progress:
+        task = progress.add_task(label, total=len(units), completed=len(units) - len(todo))
+        pending = [asyncio.ensure_future(one(unit_id, item)) for unit_id, item in todo]
+        try:
+            for finished in asyncio.as_completed(pending):
+                unit_id, (outputs, failures) = await finished
+                checkpoint.add(unit_id, outputs, failures)
+                progress.advance(task)
+        finally:
+            for future in pending:
+                future.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            checkpoint.flush()
+
+
+def response_metrics(outputs: list, failures: list[Failure]) -> dict:
+    """Length percentiles of the stage's responses (Self-Lengthen counter)."""
+    words = [o.words for o in outputs if isinstance(o, Response)]
+    return {"lengths": length_stats(words)} if words else {}
+
+
+def run_units(
+    config: RunConfig,
+    *,
+    stage: str,
+    role: str,
+    units: Sequence[tuple[str, Any]],
+    output_uri: str,
+    output_model: type[Record],
+    work: Work,
+    metrics: Metrics,
+    storage: Storage | None = None,
+    iteration: int | None = None,
+    resume: Callable[[list[Record]], Any] | None = None,
+) -> StageResult:
+    """Process ``units`` with ``work`` against the ``role`` endpoint, resumably; finalize the dataset.
+
+    ``resume`` is called with the records already checkpointed by an interrupted earlier run.
+    """
+    storage = storage or get_storage(config.storage)
+    log = stage_logger(config.run_id, stage, iteration)
+    checkpoint = UnitCheckpoint(
+        storage, output_uri, stage=stage, config_hash=config.config_hash(), shard_size=config.storage.shard_size
+    )
+    if checkpoint.is_complete():
+        manifest = read_manifest(storage, output_uri)
+        log.info("already complete at %s (%d records); skipped", output_uri, manifest.count)
+        return StageResult(output_uri, manifest, skipped=True, metrics=manifest.metrics)
+    if resume is not None:
+        resume(checkpoint.collected(output_model, Failure)[0])
+    endpoint = getattr(config.serving, role)
+    log.info("%d units -> %s via %s (%s)", len(units), output_uri, endpoint.base_url, endpoint.model)
+
+    async def main() -> None:
+        async with GenerationClient(endpoint, tokenizer=tokenizer_for(config, endpoint)) as client:
+            await client.check_health()
+            await _process_units(client, config, units, work, checkpoint, f"{stage}")
+
+    asyncio.run(main())
+    outputs, failures = checkpoint.collected(output_model, Failure)
+    stage_metrics = {"units": len(units), **metrics(outputs, failures), **response_metrics(outputs, failures)}
+    manifest = checkpoint.finalize([unit_id for unit_id, _ in units], output_model, Failure, stage_metrics)
+    log.info("wrote %d records, %d failures: %s", manifest.count, manifest.failures, stage_metrics)
+    return StageResult(output_uri, manifest, metrics=stage_metrics)
+
+
+def run_stage(
+    config: RunConfig,
+    *,
+    stage: str,
+    role: str,
+    input_uri: str,
+    input_model: type[Record],
+    output_uri: str,
+    output_model: type[Record],
+    work: Work,
+    metrics: Metrics,
+    iteration: int | None = None,
+) -> StageResult:
+    """``run_units`` over the records of dataset (or JSONL file) ``input_uri``, one unit per record."""
+    storage = get_storage(config.storage)
+    records = load_records(storage, input_uri, input_model)
+    if not records:
+        raise DataError(f"{input_uri} holds no records for stage {stage}")
+    return run_units(
+        config,
+        stage=stage,
+        role=role,
+        units=[(record.id, record) for record in records],
+        output_uri=output_uri,
+        output_model=output_model,
+        work=work,
+        metrics=metrics,
+        storage=storage,
+        iteration=iteration,
+    )
+
+
+_TOKENIZERS: dict[str, Any] = {}
+
+
+def tokenizer_for(config: RunConfig, endpoint) -> Any:
+    """The tokenizer whose chat template renders raw-completion prefills (loaded once per process).
+
+    Only needed when the server cannot continue a final assistant message itself.
+    """
+    if endpoint.chat_template_continuation:
+        return None
+    source = config.model.tokenizer or config.model.base
+    if source not in _TOKENIZERS:
+        from selflengthen.modelio import load_tokenizer
+
+        _TOKENIZERS[source] = load_tokenizer(source, config.storage, trust_remote_code=config.training.trust_remote_code)
+    return _TOKENIZERS[source]

@@ -1,0 +1,139 @@
+"""Length-following data: constraints derived from real response lengths, written into the query."""
+
+from __future__ import annotations
+
+import math
+import random
+
+from selflengthen.client import GenerationClient
+from selflengthen.config import Language, LengthControlConfig, RunConfig
+from selflengthen.datasets import load_records
+from selflengthen.prompts import render_prompt
+from selflengthen.records import ChatMessage, Failure, Response, SftExample, stable_id
+from selflengthen.stages.common import StageResult, run_units
+from selflengthen.storage import get_storage
+from selflengthen.text import count_words, detect_language
+
+STAGE = "length-control"
+_DIGITS = "零一二三四五六七八九"
+_UNITS = ((10**8, "亿"), (10**4, "万"), (1000, "千"), (100, "百"), (10, "十"))
+
+
+def to_chinese_numeral(number: int) -> str:
+    """Chinese numerals for a non-negative integer (2500 -> 两千五百, 10000 -> 一万, 3005 -> 三千零五)."""
+    if number < 0:
+        raise ValueError("negative numbers are not written as lengths")
+    if number < 10:
+        return _DIGITS[number]
+    text = ""
+    rest = number
+    pending_zero = False
+    for value, unit in _UNITS:
+        digit, rest = divmod(rest, value)
+        if digit:
+            prefix = to_chinese_numeral(digit) if digit >= 10 else _DIGITS[digit]
+            if unit in "千百万亿" and prefix == "二" and not text:
+                prefix = "两"
+            if unit == "十" and digit == 1 and not text:
+                prefix = ""
+            text += ("零" if pending_zero else "") + prefix + unit
+            pending_zero = False
+        elif text:
+            pending_zero = True
+    if rest:
+        text += ("零" if pending_zero else "") + _DIGITS[rest]
+    return text
+
+
+def derive_constraint(words: int, language: Language, settings: LengthControlConfig, rng: random.Random) -> dict:
+    """A constraint the response of length ``words`` satisfies: type, bounds and its wording."""
+    unit = settings.coarse_unit if rng.random() < settings.coarse_unit_probability else settings.unit
+    low, high = settings.min_words, settings.max_words
+    clamp = lambda value: min(high, max(low, value))  # noqa: E731
+    kinds = list(settings.type_probabilities)
+    kind = rng.choices(kinds, weights=[settings.type_probabilities[k] for k in kinds])[0]
+    n = clamp(round(words / unit) * unit)
+    a = clamp(math.floor(words / unit) * unit)
+    b = clamp(math.ceil(words / unit) * unit)
+    if kind == "range" and a == b:
+        a, b = (a - unit, b) if a - unit >= low else (a, b + unit)
+    if kind == "above" and a >= words:
+        kind = "below"  # clamping lifted the bound above the real length
+    if kind == "below" and b <= words:
+        kind = "above"
+    numerals = language == "zh" and rng.random() < settings.chinese_numeral_probability
+    write = to_chinese_numeral if numerals else str
+    phrase = settings.phrases[language][kind].format(n=write(n), a=write(a), b=write(b))
+    return {"type": kind, "n": n, "a": a, "b": b, "unit": unit, "chinese_numerals": numerals, "text": phrase}
+
+
+def mentions_constraint(query: str, constraint: dict) -> bool:
+    """Whether a rewritten query still carries the constraint's numbers."""
+    numbers = {"about": [constraint["n"]], "range": [constraint["a"], constraint["b"]]}.get(
+        constraint["type"], [constraint["a"] if constraint["type"] == "above" else constraint["b"]]
+    )
+    write = to_chinese_numeral if constraint["chinese_numerals"] else str
+    return all(write(value) in query or str(value) in query for value in numbers)
+
+
+async def constrain_response(client: GenerationClient, config: RunConfig, response: Response) -> tuple[list, list]:
+    settings = config.length_control
+    language = detect_language(response.text)
+    rng = random.Random(f"{config.seed}-{response.id}-length")
+    constraint = derive_constraint(response.words, language, settings, rng)
+    query, rewritten = None, False
+    if settings.rewrite_with_llm:
+        prompt = render_prompt("length_rewrite", language, constraint=constraint["text"], query=response.query)
+        (completion,) = await client.chat([{"role": "user", "content": prompt}], settings.rewrite_sampling)
+        candidate = completion.text.strip()
+        if completion.finish_reason != "length" and mentions_constraint(candidate, constraint):
+            query, rewritten = candidate, True
+    if query is None:
+        query = settings.phrases[language]["append"].format(query=response.query, constraint=constraint["text"])
+    example = SftExample(
+        id=stable_id(response.id, "length-control"),
+        role="generator",
+        messages=[ChatMessage(role="user", content=query), ChatMessage(role="assistant", content=response.text)],
+        language=language,
+        source_id=response.id,
+        iteration=response.iteration,
+        meta={"constraint": constraint, "llm_rewrite": rewritten, "words": response.words},
+    )
+    return [example], []
+
+
+def length_control_metrics(outputs: list[SftExample], failures: list[Failure]) -> dict:
+    types: dict[str, int] = {}
+    for example in outputs:
+        kind = example.meta["constraint"]["type"]
+        types[kind] = types.get(kind, 0) + 1
+    rewritten = sum(1 for e in outputs if e.meta["llm_rewrite"])
+    return {"examples": len(outputs), "types": types, "llm_rewrites": rewritten, "appended": len(outputs) - rewritten}
+
+
+def eligible_responses(config: RunConfig, sources: list[str]) -> list[Response]:
+    """Responses of every source within [min_words, max_words], one per distinct text."""
+    storage = get_storage(config.storage)
+    settings = config.length_control
+    chosen: dict[str, Response] = {}
+    for uri in sources:
+        for response in load_records(storage, uri, Response):
+            words = count_words(response.text)
+            if settings.min_words <= words <= settings.max_words:
+                chosen.setdefault(stable_id(response.text), response)
+    return list(chosen.values())
+
+
+def run_length_control(config: RunConfig, *, responses: list[str], output: str) -> StageResult:
+    """Length-constrained (query -> response) examples for the final SFT of the Generator."""
+    eligible = eligible_responses(config, responses)
+    return run_units(
+        config,
+        stage=STAGE,
+        role="generator",
+        units=[(r.id, r) for r in eligible],
+        output_uri=output,
+        output_model=SftExample,
+        work=constrain_response,
+        metrics=length_control_metrics,
+    )

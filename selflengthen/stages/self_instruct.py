@@ -1,0 +1,166 @@
+"""METHOD.md step 1: new long-writing instructions by few-shot completion, judged by the model."""
+
+from __future__ import annotations
+
+import random
+import re
+
+from selflengthen.client import GenerationClient
+from selflengthen.config import Language, RunConfig
+from selflengthen.datasets import load_records
+from selflengthen.errors import DataError
+from selflengthen.prompts import is_affirmative, packaged_seeds, render_prompt, self_instruct_prompt
+from selflengthen.records import Failure, Query, stable_id
+from selflengthen.stages.common import StageResult, run_units
+from selflengthen.storage import get_storage
+from selflengthen.text import count_words, detect_language
+
+STAGE = "self-instruct"
+_NORMALIZE = re.compile(r"[\W_]+", re.UNICODE)
+
+
+def normalize(text: str) -> str:
+    """The deduplication key of an instruction: case, spacing and punctuation ignored."""
+    return _NORMALIZE.sub(" ", text.lower()).strip()
+
+
+class InstructionPool:
+    """Seeds plus accepted instructions per language, with the keys already taken (dedup)."""
+
+    def __init__(self, seeds: dict[Language, list[str]], grow: bool):
+        self.examples = {language: list(texts) for language, texts in seeds.items()}
+        self.taken = {normalize(t) for texts in seeds.values() for t in texts}
+        self.grow = grow
+
+    def claim(self, text: str, language: Language) -> bool:
+        """Take ``text`` if it is new; False for a duplicate."""
+        key = normalize(text)
+        if not key or key in self.taken:
+            return False
+        self.taken.add(key)
+        if self.grow:
+            self.examples[language].append(text)
+        return True
+
+
+def load_seeds(config: RunConfig, seeds_uri: str | None) -> dict[Language, list[str]]:
+    """Seed instructions per configured language, from ``seeds_uri`` (JSONL of Query-like rows) or the package."""
+    seeds: dict[Language, list[str]] = {language: [] for language in config.languages}
+    if seeds_uri is None:
+        for language in config.languages:
+            seeds[language] = list(packaged_seeds(language))
+    else:
+        for query in load_records(get_storage(config.storage), seeds_uri, Query):
+            if query.language in seeds:
+                seeds[query.language].append(query.text)
+    for language, texts in seeds.items():
+        if len(texts) < config.self_instruct.examples_per_prompt:
+            raise DataError(
+                f"seeds for language {language!r} hold {len(texts)} instructions; "
+                f"self_instruct.examples_per_prompt needs at least {config.self_instruct.examples_per_prompt}"
+            )
+    return seeds
+
+
+def first_line(text: str) -> str:
+    return text.strip().split("\n", 1)[0].strip() if text.strip() else ""
+
+
+def make_slot_worker(pool: InstructionPool, iteration: int):
+    """A unit worker filling one slot: up to max_attempts_per_slot proposals, judged and deduplicated."""
+
+    async def fill_slot(client: GenerationClient, config: RunConfig, slot: tuple[Language, int]) -> tuple[list, list]:
+        language, index = slot
+        settings = config.self_instruct
+        reason = "no_attempt"
+        for attempt in range(1, settings.max_attempts_per_slot + 1):
+            rng = random.Random(f"{config.seed}-{iteration}-{language}-{index}-{attempt}")
+            examples = rng.sample(pool.examples[language], settings.examples_per_prompt)
+            prompt, stop = self_instruct_prompt(examples, language, settings.judge_min_words)
+            sampling = settings.sampling.model_copy(update={"stop": [*settings.sampling.stop, stop]})
+            (completion,) = await client.complete(prompt, sampling)
+            candidate = first_line(completion.text)
+            reason = _reject_reason(candidate, language, config)
+            if reason is None:
+                judge_prompt = render_prompt(
+                    "judge_suitability", language, min_words=settings.judge_min_words, instruction=candidate
+                )
+                (verdict,) = await client.chat([{"role": "user", "content": judge_prompt}], settings.judge_sampling)
+                if not is_affirmative(verdict.text, language):
+                    reason = "judged_unsuitable"
+                elif not pool.claim(candidate, language):
+                    reason = "duplicate"
+                else:
+                    query = Query(
+                        id=stable_id(config.run_id, iteration, language, index),
+                        text=candidate,
+                        language=language,
+                        source="self-instruct",
+                        iteration=iteration,
+                        meta={"attempts": attempt},
+                    )
+                    return [query], []
+        failure = Failure(
+            id=stable_id(config.run_id, iteration, language, index, "failure"),
+            stage=STAGE,
+            reason=reason,
+            attempts=settings.max_attempts_per_slot,
+        )
+        return [], [failure]
+
+    return fill_slot
+
+
+def _reject_reason(candidate: str, language: Language, config: RunConfig) -> str | None:
+    settings = config.self_instruct
+    if not candidate:
+        return "empty"
+    words = count_words(candidate)
+    if words < settings.min_words:
+        return "too_short"
+    if words > settings.max_words:
+        return "too_long"
+    if detect_language(candidate) != language:
+        return "wrong_language"
+    return None
+
+
+def self_instruct_metrics(outputs: list[Query], failures: list[Failure]) -> dict:
+    reasons: dict[str, int] = {}
+    for failure in failures:
+        reasons[failure.reason] = reasons.get(failure.reason, 0) + 1
+    return {"instructions": len(outputs), "empty_slots": len(failures), "empty_slot_reasons": reasons}
+
+
+def slots(config: RunConfig) -> list[tuple[str, tuple[Language, int]]]:
+    """num_instructions slots, split evenly across the configured languages."""
+    languages = config.languages
+    total = config.self_instruct.num_instructions
+    units = []
+    for i in range(total):
+        language = languages[i % len(languages)]
+        units.append((f"{language}-{i // len(languages):06d}", (language, i // len(languages))))
+    return units
+
+
+def run_self_instruct(config: RunConfig, *, output: str, iteration: int = 1, seeds: str | None = None) -> StageResult:
+    """Write ``self_instruct.num_instructions`` new, judged, deduplicated instructions to ``output``.
+
+    ``seeds`` (or ``self_instruct.seeds_uri``, else the packaged seeds) is a JSONL of queries. On a
+    resumed run, instructions accepted before the interruption are claimed first, so none repeats.
+    """
+    seeds_uri = seeds or config.self_instruct.seeds_uri
+    seed_texts = load_seeds(config, seeds_uri)
+    pool = InstructionPool(seed_texts, grow=config.self_instruct.use_accepted_pool)
+    return run_units(
+        config,
+        stage=STAGE,
+        role="generator",
+        units=slots(config),
+        output_uri=output,
+        output_model=Query,
+        work=make_slot_worker(pool, iteration),
+        metrics=self_instruct_metrics,
+        iteration=iteration,
+        resume=lambda done: [pool.claim(query.text, query.language) for query in done],
+    )

@@ -1,0 +1,76 @@
+"""METHOD.md step 6: supervised examples for both roles from the extended responses."""
+
+from __future__ import annotations
+
+import random
+
+from selflengthen.config import RunConfig
+from selflengthen.datasets import load_records, write_records
+from selflengthen.logs import stage_logger
+from selflengthen.prompts import render_prompt
+from selflengthen.records import ChatMessage, Response, SftExample, stable_id
+from selflengthen.storage import get_storage, join_uri
+
+STAGE = "sft-data"
+
+
+def drop_lines(text: str, probability: float, rng: random.Random) -> str:
+    """``text`` with each non-empty line dropped with ``probability`` (at least one line is kept)."""
+    lines = text.split("\n")
+    kept = [line for line in lines if not line.strip() or rng.random() >= probability]
+    if not any(line.strip() for line in kept):
+        kept = [next(line for line in lines if line.strip())]
+    return "\n".join(kept).strip()
+
+
+def sft_examples(response: Response, config: RunConfig) -> tuple[SftExample, SftExample]:
+    """(Generator example, Extender example) for one extended response."""
+    if response.kind != "extended" or response.initial_text is None:
+        raise ValueError(f"response {response.id} is not an extended response with its initial text")
+    rng = random.Random(f"{config.seed}-{response.id}-dropout")
+    answer = ChatMessage(role="assistant", content=response.text)
+    generator = SftExample(
+        id=stable_id(response.id, "generator"),
+        role="generator",
+        messages=[ChatMessage(role="user", content=response.query), answer],
+        language=response.language,
+        source_id=response.id,
+        iteration=response.iteration,
+    )
+    draft = drop_lines(response.initial_text, config.sft_data.line_dropout, rng)
+    prompt = render_prompt("extend", response.language, query=response.query, response=draft)
+    extender = SftExample(
+        id=stable_id(response.id, "extender"),
+        role="extender",
+        messages=[ChatMessage(role="user", content=prompt), answer],
+        language=response.language,
+        source_id=response.id,
+        iteration=response.iteration,
+    )
+    return generator, extender
+
+
+def run_sft_data(config: RunConfig, *, extended: str | list[str], output: str, iteration: int = 1) -> dict[str, str]:
+    """Write ``output``/generator and ``output``/extender datasets; returns their URIs.
+
+    ``extended`` may list several iterations' datasets (``sft_data.accumulate``); otherwise only the
+    current iteration's is given.
+    """
+    storage = get_storage(config.storage)
+    sources = [extended] if isinstance(extended, str) else extended
+    responses = [r for uri in sources for r in load_records(storage, uri, Response)]
+    pairs = [sft_examples(r, config) for r in responses]
+    uris = {}
+    for index, role in enumerate(("generator", "extender")):
+        uris[role] = join_uri(output, role)
+        write_records(
+            storage,
+            uris[role],
+            [pair[index] for pair in pairs],
+            stage=f"{STAGE}-{role}",
+            config_hash=config.config_hash(),
+            shard_size=config.storage.shard_size,
+            metrics={"examples": len(pairs), "sources": sources},
+        )
+    stage_logger(config.run_id, STAGE, iteration).info("%d examples per role from %s", len(pairs), sources)
+    return uris

@@ -1,0 +1,101 @@
+import pytest
+import yaml
+
+from selflengthen.config import ConfigError, RunConfig, default_config_path, load_config, parse_config
+
+MINIMAL = {"model": {"base": "/models/base"}}
+
+
+def write(tmp_path, data, name="c.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+def test_reference_defaults():
+    config = parse_config(MINIMAL)
+    assert config.iterations == 3
+    assert config.self_instruct.num_instructions == 5000
+    assert config.self_instruct.max_attempts_per_slot == 10
+    assert config.generate.samples_per_query == 2 and config.generate.max_retries == 20
+    assert config.extend.attempts == 2 and config.extend.rounds == 3 and config.extend.min_ratio == 1.2
+    assert config.extend.keep_fraction == pytest.approx(2 / 3)
+    assert config.checks.en.ngram_n == 10 and config.checks.zh.ngram_n == 13
+    sampling = config.generate.sampling
+    assert (sampling.temperature, sampling.top_p, sampling.top_k, sampling.repetition_penalty, sampling.max_tokens) == (
+        0.7, 0.8, 20, 1.1, 16384,
+    )
+    assert "---" not in sampling.stop
+    assert config.sft_data.line_dropout == 0.2
+    training = config.training
+    assert (training.method, training.lora.r, training.lora.alpha, training.learning_rate) == ("lora", 8, 16, 1e-4)
+    assert (training.epochs, training.lr_scheduler, training.warmup_ratio, training.max_length) == (4, "cosine", 0.1, 16384)
+    assert config.length_control.type_probabilities == {"about": 0.4, "range": 0.25, "above": 0.1, "below": 0.25}
+    assert config.eval.sampling.temperature == 0.5 and config.eval.sampling.max_tokens == 32768
+
+
+def test_unknown_key_is_named(tmp_path):
+    path = write(tmp_path, {**MINIMAL, "generate": {"samples": 3}})
+    with pytest.raises(ConfigError, match=r"generate\.samples: unknown key"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("patch", "field"),
+    [
+        ({"generate": {"samples_per_query": -1}}, "generate.samples_per_query"),
+        ({"self_instruct": {"num_instructions": 0}}, "self_instruct.num_instructions"),
+        ({"extend": {"min_ratio": 0.9}}, "extend.min_ratio"),
+        ({"generate": {"sampling": {"top_p": 1.5}}}, "generate.sampling.top_p"),
+        ({"length_control": {"type_probabilities": {"about": 0.5, "range": 0.1, "above": 0.1, "below": 0.1}}}, "length_control.type_probabilities"),
+        ({"self_instruct": {"min_words": 600}}, "self_instruct"),
+        ({"languages": ["en", "en"]}, "languages"),
+        ({"languages": ["fr"]}, "languages.0"),
+        ({"run_id": "Bad_ID"}, "run_id"),
+    ],
+)
+def test_impossible_values_are_named(patch, field):
+    with pytest.raises(ConfigError) as error:
+        parse_config({**MINIMAL, **patch})
+    assert f"  {field}:" in str(error.value)
+
+
+def test_missing_required_model():
+    with pytest.raises(ConfigError, match="model: Field required"):
+        parse_config({})
+
+
+def test_yaml_errors(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed", encoding="utf-8")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    binary = tmp_path / "bin.yaml"
+    binary.write_bytes(b"model:\n  base: \xff\xfe\n")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_config(binary)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    top = write(tmp_path, ["a", "list"], "list.yaml")
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        load_config(top)
+
+
+def test_overrides_and_hash(tmp_path):
+    path = write(tmp_path, MINIMAL)
+    base = load_config(path)
+    changed = load_config(path, {"training.max_steps": 20, "iterations": 2})
+    assert changed.training.max_steps == 20 and changed.iterations == 2
+    assert base.config_hash() != changed.config_hash()
+    assert base.config_hash() == load_config(path).config_hash()
+
+
+def test_round_trip_yaml():
+    config = parse_config(MINIMAL)
+    assert RunConfig.model_validate(yaml.safe_load(config.to_yaml())) == config
+
+
+def test_packaged_default_is_valid():
+    config = load_config(default_config_path())
+    assert config.iterations == 2
+    assert config.serving.local.host == "127.0.0.1"
