@@ -1,0 +1,77 @@
+from collections import Counter
+
+import pytest
+
+from selflengthen.config import SelectConfig, parse_config
+from selflengthen.datasets import read_manifest, read_records, write_records
+from selflengthen.records import Response
+from selflengthen.stages.select import keep_probability, length_biased_sample, run_select, select_responses
+from selflengthen.storage import get_storage
+from tests.stages.helpers import essay, response
+
+CONFIG = parse_config({"model": {"base": "unused"}})
+
+
+def test_keep_probability_formula():
+    settings = SelectConfig()
+    assert keep_probability(1.0, settings) == 0.0  # the shortest is always dropped
+    assert keep_probability(0.0, settings) == 1.0
+    assert keep_probability(0.5, settings) == pytest.approx(1 - 2 * 0.125)
+    assert keep_probability(0.8, settings) == 0.0  # 2 * 0.512 > 1: clipped
+    assert keep_probability(0.79, settings) == pytest.approx(1 - 2 * 0.79**3)
+
+
+def test_shortest_fifth_always_dropped_and_long_ones_favoured():
+    responses = [response(essay(10 + i, seed=i), index=i) for i in range(200)]
+    kept = length_biased_sample(responses, SelectConfig(), seed=7)
+    kept_lengths = sorted(r.words for r in kept)
+    # rank >= 2**(-1/3) ~ 0.794 -> always dropped: the 41 shortest of 200
+    assert kept_lengths[0] > 10 + 40
+    longest_fifth = sum(1 for r in kept if r.words >= 10 + 160)
+    shortest_kept_band = sum(1 for r in kept if 10 + 41 <= r.words < 10 + 81)
+    assert longest_fifth > shortest_kept_band
+
+
+def test_seeded_and_order_independent():
+    responses = [response(essay(10 + i, seed=i), index=i) for i in range(50)]
+    first = {r.id for r in length_biased_sample(responses, SelectConfig(), seed=3)}
+    again = {r.id for r in length_biased_sample(list(reversed(responses)), SelectConfig(), seed=3)}
+    other = {r.id for r in length_biased_sample(responses, SelectConfig(), seed=4)}
+    assert first == again
+    assert first != other
+
+
+def test_checks_count_rejections_per_reason():
+    good = [response(essay(20 + i, seed=i), index=i) for i in range(10)]
+    bad = [
+        response("no final punctuation here", index=100),
+        response("Cut off.", index=101, finish_reason="length"),
+        response(" ".join(["same ten words repeated again and again in this text"] * 3) + ".", index=102),
+    ]
+    kept, rejected = select_responses(good + bad, CONFIG, seed=1)
+    assert rejected["no_final_punctuation"] == 1
+    assert rejected["truncated"] == 1
+    assert rejected["repeated_ngram"] == 1
+    assert rejected["length_biased_sampling"] == 10 - len(kept)
+    assert {r.id for r in kept} <= {r.id for r in good}
+
+
+def test_without_length_bias_keeps_all_passing():
+    config = parse_config({"model": {"base": "unused"}, "select": {"length_biased": False}})
+    good = [response(essay(20 + i, seed=i), index=i) for i in range(5)]
+    kept, rejected = select_responses(good, config, seed=1)
+    assert kept == good and rejected == Counter()
+
+
+def test_run_select_writes_dataset_with_metrics(tmp_path):
+    storage = get_storage(CONFIG.storage)
+    source, target = str(tmp_path / "in"), str(tmp_path / "out")
+    responses = [response(essay(20 + i, seed=i), index=i) for i in range(30)]
+    write_records(storage, source, responses, stage="extend", config_hash="x", shard_size=8)
+    manifest = run_select(CONFIG, input=source, output=target, iteration=1)
+    kept = read_records(storage, target, Response)
+    assert manifest.count == len(kept) > 0
+    assert read_manifest(storage, target).metrics["rejected"]["length_biased_sampling"] == 30 - len(kept)
+    # a rerun keeps the same records
+    run_select(CONFIG, input=source, output=str(tmp_path / "again"), iteration=1)
+    assert [r.id for r in read_records(storage, str(tmp_path / "again"), Response)] == [r.id for r in kept]
