@@ -29,6 +29,7 @@ from selflengthen.records import Record
 from selflengthen.storage import Storage, decode_utf8, join_uri
 
 R = TypeVar("R", bound=BaseModel)
+F = TypeVar("F", bound=BaseModel)
 
 MANIFEST_NAME = "manifest.json"
 FAILURES_NAME = "failures.jsonl"
@@ -263,13 +264,19 @@ class UnitCheckpoint:
         """Whether the stage's dataset is already written (a rerun skips the stage)."""
         return dataset_exists(self.storage, self.output_prefix)
 
-    def _shard_uris(self) -> list[str]:
-        return [uri for uri in self.storage.list(self.checkpoint_uri) if uri.endswith(".jsonl")]
+    def _shards(self) -> list[tuple[int, str]]:
+        """(index, URI) of the checkpoint shards, in the order they were written."""
+        shards = []
+        for uri in self.storage.list(self.checkpoint_uri):
+            name = uri.rsplit("/", 1)[-1]
+            if name.startswith("shard-") and name.endswith(".jsonl"):
+                shards.append((int(name[len("shard-"):-len(".jsonl")]), uri))
+        return sorted(shards)
 
     def _entries(self) -> list[_UnitEntry]:
         """Every checkpointed and buffered unit, first occurrence only, in the order written."""
         seen: dict[str, _UnitEntry] = {}
-        for uri in self._shard_uris():
+        for _, uri in self._shards():
             for entry in read_jsonl(self.storage, uri, _UnitEntry):
                 seen.setdefault(entry.unit, entry)
         for entry in self._buffer:
@@ -279,6 +286,20 @@ class UnitCheckpoint:
     def done_units(self) -> set[str]:
         """Ids of the units already finished (checkpointed or buffered)."""
         return {entry.unit for entry in self._entries()}
+
+    def collected(self, output_model: type[R], failure_model: type[F]) -> tuple[list[R], list[F]]:
+        """Outputs and failures of every unit finished so far (checkpointed or buffered)."""
+        return self._records(self._entries(), output_model, failure_model)
+
+    def _records(
+        self, entries: Sequence[_UnitEntry], output_model: type[R], failure_model: type[F]
+    ) -> tuple[list[R], list[F]]:
+        try:
+            outputs = [output_model.model_validate(row) for entry in entries for row in entry.outputs]
+            failures = [failure_model.model_validate(row) for entry in entries for row in entry.failures]
+        except ValidationError as error:
+            raise DataError(f"checkpoint {self.checkpoint_uri}: {_describe(error)}") from None
+        return outputs, failures
 
     def add(self, unit_id: str, outputs: Sequence[Record], failures: Sequence[Record] = ()) -> None:
         """Record a finished unit; writes a shard once ``shard_size`` units are buffered."""
@@ -297,9 +318,7 @@ class UnitCheckpoint:
         if not self._buffer:
             return
         if self._next_shard is None:
-            names = [uri.rsplit("/", 1)[-1] for uri in self._shard_uris()]
-            indices = [int(name[len("shard-"):-len(".jsonl")]) for name in names if name.startswith("shard-")]
-            self._next_shard = max(indices, default=-1) + 1
+            self._next_shard = max((index for index, _ in self._shards()), default=-1) + 1
         _write_shard(self.storage, self.checkpoint_uri, f"shard-{self._next_shard:05d}.jsonl", self._buffer)
         self._next_shard += 1
         self._buffer = []
@@ -325,12 +344,7 @@ class UnitCheckpoint:
                 f"(e.g. {unknown[0]!r}); delete that folder to start the stage over"
             )
         ordered = [entries[unit] for unit in dict.fromkeys(unit_order) if unit in entries]
-        source = f"checkpoint {self.checkpoint_uri}"
-        try:
-            outputs = [output_model.model_validate(row) for entry in ordered for row in entry.outputs]
-            failures = [failure_model.model_validate(row) for entry in ordered for row in entry.failures]
-        except ValidationError as error:
-            raise DataError(f"{source}: {_describe(error)}") from None
+        outputs, failures = self._records(ordered, output_model, failure_model)
         manifest = write_records(
             self.storage,
             self.output_prefix,

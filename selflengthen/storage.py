@@ -177,12 +177,18 @@ class _LocalBackend:
         return sorted(found)
 
     def delete(self, uri: str) -> None:
-        _local_path(uri).unlink(missing_ok=True)
+        try:
+            _local_path(uri).unlink(missing_ok=True)
+        except OSError as error:
+            raise StorageError(f"cannot delete {uri}: {error.strerror or error}") from error
 
     def delete_prefix(self, prefix_uri: str) -> None:
         root = _local_path(prefix_uri)
-        if root.is_dir():
-            shutil.rmtree(root)
+        try:
+            if root.is_dir():
+                shutil.rmtree(root)
+        except OSError as error:
+            raise StorageError(f"cannot delete {prefix_uri}: {error.strerror or error}") from error
 
     def put_file(self, local_path: Path, uri: str) -> None:
         with _open_source(local_path) as source, _atomic_file(_local_path(uri), uri) as target:
@@ -210,7 +216,7 @@ def _is_transient(error: Exception) -> bool:
 
 
 class _S3Backend:
-    """S3 operations with retries and clear errors; one minio client, created on first use."""
+    """S3 operations with retries and clear errors, through one minio client (``client``)."""
 
     def __init__(self, config: StorageConfig):
         self.config = config
@@ -442,7 +448,7 @@ class Storage:
         self._backend(uri).get_file(uri, Path(local_path))
 
     def upload_dir(self, local_dir: str | Path, uri: str) -> list[str]:
-        """Copy every file below ``local_dir`` to the same relative place below ``uri``."""
+        """Copy every file below ``local_dir`` to the same relative place below ``uri``; the URIs."""
         root = Path(local_dir)
         if not root.is_dir():
             raise StorageError(f"no such folder: {root}")
@@ -454,7 +460,7 @@ class Storage:
         return written
 
     def download_dir(self, uri: str, local_dir: str | Path) -> list[Path]:
-        """Copy every object below ``uri`` to the same relative place below ``local_dir``."""
+        """Copy every object below ``uri`` to the same relative place below ``local_dir``; the paths."""
         root = Path(local_dir)
         base = self.list(uri)
         if not base:

@@ -31,8 +31,9 @@ CONSTRAINT_TYPES: tuple[ConstraintType, ...] = ("about", "range", "above", "belo
 SPANS: dict[str, tuple[float, float]] = {"about": (0.8, 1.2), "above": (1.0, 1.5), "below": (0.5, 1.0)}
 
 
-class ConstraintNotFound(DataError):
-    """The text states no length constraint that the parser can read."""
+class ConstraintNotFound(DataError, ValueError):
+    """The text states no length constraint that the parser can read (a ValueError too, so a
+    pydantic validator reports it with the row's line)."""
 
 
 @dataclass(frozen=True)

@@ -111,7 +111,7 @@ def stop_local_server(handle_or_state_file: ServerHandle | str | os.PathLike) ->
         if not state_file.exists():
             return
         handle = read_state(state_file)
-    if _is_own_group_leader(handle.pid):
+    if _is_server_group(handle.pid):
         _signal_group(handle.pid, signal.SIGTERM)
         if not _wait_for_exit(handle.pid, STOP_GRACE_S):
             _signal_group(handle.pid, signal.SIGKILL)
@@ -209,27 +209,27 @@ def _log_tail(log_path: Path) -> str:
     return "\n".join(lines[-LOG_TAIL_LINES:])
 
 
-def _is_own_group_leader(pid: int) -> bool:
-    """True if ``pid`` is alive and leads its own process group, as every server started here does.
+def _is_server_group(pid: int) -> bool:
+    """Whether the process group led by ``pid`` still has members, and ``pid`` (if alive) leads it.
 
-    Guards against a stale state file whose PID now belongs to an unrelated process.
+    Every server started here leads its own group; a stale state file whose PID now belongs to an
+    unrelated process (one that leads no group) is thereby left alone.
     """
-    try:
-        return _is_alive(pid) and os.getpgid(pid) == pid
-    except ProcessLookupError:
+    if not _group_exists(pid):
         return False
-
-
-def _is_alive(pid: int) -> bool:
-    """Whether ``pid`` runs; reaps it first if it is an exited child of this process."""
     try:
-        reaped, _ = os.waitpid(pid, os.WNOHANG)
-        if reaped:
-            return False
+        return os.getpgid(pid) == pid
+    except ProcessLookupError:
+        return True  # the leader is gone, some of its group is left
+
+
+def _group_exists(pgid: int) -> bool:
+    try:
+        os.waitpid(pgid, os.WNOHANG)  # reap the leader if it is an exited child of this process
     except ChildProcessError:
-        pass  # not a child of this process: probe it instead
+        pass
     try:
-        os.kill(pid, 0)
+        os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
@@ -237,16 +237,17 @@ def _is_alive(pid: int) -> bool:
     return True
 
 
-def _signal_group(pid: int, sig: signal.Signals) -> None:
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
     try:
-        os.killpg(pid, sig)
+        os.killpg(pgid, sig)
     except ProcessLookupError:
         pass
 
 
-def _wait_for_exit(pid: int, timeout_s: float) -> bool:
+def _wait_for_exit(pgid: int, timeout_s: float) -> bool:
+    """Wait until no process of the group is left; False on timeout."""
     deadline = time.monotonic() + timeout_s
-    while _is_alive(pid):
+    while _group_exists(pgid):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.05)

@@ -1,0 +1,5 @@
+"""Bringing model servers up and down (DESIGN.md principle 6); the local backend lives in ``local``."""
+
+from selflengthen.serving.local import ServerHandle, read_state, start_local_server, stop_local_server
+
+__all__ = ["ServerHandle", "read_state", "start_local_server", "stop_local_server"]

@@ -1,0 +1,390 @@
+"""GenerationClient against a scripted HTTP server (unit) and against ``transformers serve`` (integration)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from tokenizers import Tokenizer, models
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+from selflengthen.client import Completion, GenerationClient
+from selflengthen.config import EndpointConfig, SamplingConfig
+from selflengthen.errors import EndpointError
+from selflengthen.serving.local import free_port
+
+SAMPLING = SamplingConfig(temperature=0.7, top_p=0.8, top_k=20, repetition_penalty=1.1, max_tokens=32, seed=7)
+MESSAGES = [{"role": "user", "content": "Write about the sea."}]
+QWEN_STYLE_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+# --------------------------------------------------------------------------- the scripted server
+
+Reply = Callable[[BaseHTTPRequestHandler], None]
+
+
+def answer(*texts: str, finish_reason: str = "stop", tokens: int = 3) -> Reply:
+    """An OpenAI-shaped success with one choice per text, for whichever endpoint was called."""
+
+    def send(handler: BaseHTTPRequestHandler) -> None:
+        if handler.path.endswith("/chat/completions"):
+            choices = [
+                {"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": finish_reason}
+                for i, t in enumerate(texts)
+            ]
+            kind = "chat.completion"
+        else:
+            choices = [{"index": i, "text": t, "finish_reason": finish_reason} for i, t in enumerate(texts)]
+            kind = "text_completion"
+        usage = {"prompt_tokens": 5, "completion_tokens": tokens, "total_tokens": 5 + tokens}
+        _send_json(handler, 200, {"id": "x", "object": kind, "created": 0, "model": "m", "choices": choices, "usage": usage})
+
+    return send
+
+
+def error(status: int, body: dict) -> Reply:
+    return lambda handler: _send_json(handler, status, body)
+
+
+def drop() -> Reply:
+    """Close the connection without answering."""
+
+    def send(handler: BaseHTTPRequestHandler) -> None:
+        handler.close_connection = True
+
+    return send
+
+
+def slow(seconds: float, reply: Reply) -> Reply:
+    def send(handler: BaseHTTPRequestHandler) -> None:
+        time.sleep(seconds)
+        reply(handler)
+
+    return send
+
+
+def _send_json(handler: BaseHTTPRequestHandler, status: int, body: dict) -> None:
+    data = json.dumps(body).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
+class ScriptedServer(ThreadingHTTPServer):
+    """A real HTTP server on 127.0.0.1: each POST gets the next scripted reply (``answer("ok")`` when
+    the script is empty); every request is recorded, and the most requests in flight at once."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _ScriptedHandler)
+        self.script: deque[Reply] = deque()
+        self.default: Reply = answer("ok")
+        self.requests: list[dict] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._lock = threading.Lock()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/v1"
+
+    def endpoint(self, **overrides: object) -> EndpointConfig:
+        values: dict[str, object] = {
+            "base_url": self.base_url,
+            "model": "scripted",
+            "max_retries": 3,
+            "backoff_initial_s": 0.01,
+            "backoff_max_s": 0.02,
+            "request_timeout_s": 5.0,
+        }
+        return EndpointConfig(**{**values, **overrides})
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """Quiet: writing to a connection the client gave up on (timeouts) is expected here."""
+
+    def serve_post(self, handler: BaseHTTPRequestHandler, body: dict) -> None:
+        with self._lock:
+            self.requests.append({"path": handler.path, "headers": handler.headers, "body": body})
+            reply = self.script.popleft() if self.script else self.default
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            reply(handler)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+
+class _ScriptedHandler(BaseHTTPRequestHandler):
+    server: ScriptedServer
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.server.serve_post(self, body)
+
+    def do_GET(self) -> None:
+        _send_json(self, 200, {"object": "list", "data": []})
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server():
+    scripted = ScriptedServer()
+    thread = threading.Thread(target=scripted.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield scripted
+    scripted.shutdown()
+    scripted.server_close()
+
+
+def bodies(server: ScriptedServer) -> list[dict]:
+    return [request["body"] for request in server.requests]
+
+
+# --------------------------------------------------------------------------- retries and errors
+
+
+async def test_429_is_retried(server):
+    server.script.extend([error(429, {"error": {"message": "slow down"}}), answer("hello")])
+    async with GenerationClient(server.endpoint()) as client:
+        assert await client.chat(MESSAGES, SAMPLING) == [Completion("hello", "stop", 3)]
+    assert len(server.requests) == 2
+
+
+async def test_5xx_until_retries_run_out(server):
+    server.script.extend([error(503, {"error": {"message": "engine overloaded"}})] * 3)
+    async with GenerationClient(server.endpoint(max_retries=2)) as client:
+        with pytest.raises(EndpointError, match="engine overloaded") as raised:
+            await client.chat(MESSAGES, SAMPLING)
+    assert server.base_url in str(raised.value)
+    assert "3 attempts" in str(raised.value)
+    assert len(server.requests) == 3
+
+
+async def test_other_4xx_fails_at_once_with_the_servers_message(server):
+    server.script.append(error(400, {"error": {"message": "maximum context length is 2048 tokens"}}))
+    async with GenerationClient(server.endpoint()) as client:
+        with pytest.raises(EndpointError, match="maximum context length is 2048 tokens"):
+            await client.complete("prompt", SAMPLING)
+    assert len(server.requests) == 1
+
+
+async def test_dropped_connection_is_retried(server):
+    server.script.extend([drop(), answer("after the drop")])
+    async with GenerationClient(server.endpoint()) as client:
+        completions = await client.complete("prompt", SAMPLING)
+    assert [c.text for c in completions] == ["after the drop"]
+    assert len(server.requests) == 2
+
+
+async def test_timeout_is_retried(server):
+    server.script.extend([slow(2.0, answer("too late")), answer("in time")])
+    async with GenerationClient(server.endpoint(request_timeout_s=0.3)) as client:
+        completions = await client.chat(MESSAGES, SAMPLING)
+    assert [c.text for c in completions] == ["in time"]
+    assert len(server.requests) == 2
+
+
+async def test_sampling_extensions_the_server_rejects_are_dropped(server):
+    rejection = {"detail": "Unexpected fields in the request: {'top_k', 'repetition_penalty'}"}
+    server.script.extend([error(422, rejection), answer("first"), answer("second")])
+    async with GenerationClient(server.endpoint(max_retries=0)) as client:
+        assert (await client.chat(MESSAGES, SAMPLING))[0].text == "first"
+        assert (await client.chat(MESSAGES, SAMPLING))[0].text == "second"
+    sent = bodies(server)
+    assert "top_k" in sent[0] and "repetition_penalty" in sent[0]
+    assert all("top_k" not in body and "repetition_penalty" not in body for body in sent[1:])
+
+
+async def test_missing_base_url_names_the_config_field():
+    with pytest.raises(EndpointError, match=r"serving\.extender\.base_url"):
+        GenerationClient(EndpointConfig(base_url=None), role="extender")
+
+
+async def test_check_health_on_a_dead_port_fails_quickly():
+    endpoint = EndpointConfig(base_url=f"http://127.0.0.1:{free_port('127.0.0.1')}/v1", max_retries=5)
+    started = time.monotonic()
+    async with GenerationClient(endpoint) as client:
+        with pytest.raises(EndpointError, match="cannot reach model server at http://127.0.0.1"):
+            await client.check_health()
+    assert time.monotonic() - started < 3
+
+
+async def test_check_health_of_a_live_server(server):
+    async with GenerationClient(server.endpoint()) as client:
+        await client.check_health()
+
+
+async def test_api_key_comes_from_the_named_environment_variable(server, monkeypatch):
+    monkeypatch.setenv("TEST_MODEL_KEY", "s3cret")
+    async with GenerationClient(server.endpoint(api_key_env="TEST_MODEL_KEY")) as client:
+        await client.chat(MESSAGES, SAMPLING)
+    monkeypatch.delenv("TEST_MODEL_KEY")
+    async with GenerationClient(server.endpoint(api_key_env="TEST_MODEL_KEY")) as client:
+        await client.chat(MESSAGES, SAMPLING)
+    assert [r["headers"]["Authorization"] for r in server.requests] == ["Bearer s3cret", "Bearer EMPTY"]
+
+
+# --------------------------------------------------------------------------- what is sent and returned
+
+
+async def test_sampling_parameters_are_sent(server):
+    sampling = SAMPLING.model_copy(update={"stop": ["\n\n\n"]})
+    async with GenerationClient(server.endpoint()) as client:
+        await client.chat(MESSAGES, sampling)
+        await client.complete("prompt", sampling.model_copy(update={"top_k": -1, "seed": None}))
+    chat, completion = bodies(server)
+    assert chat == {
+        "model": "scripted",
+        "messages": MESSAGES,
+        "temperature": 0.7,
+        "top_p": 0.8,
+        "max_tokens": 32,
+        "seed": 7,
+        "stop": ["\n\n\n"],
+        "top_k": 20,
+        "repetition_penalty": 1.1,
+    }
+    assert "top_k" not in completion and "seed" not in completion and "n" not in completion
+    assert [r["path"] for r in server.requests] == ["/v1/chat/completions", "/v1/completions"]
+
+
+async def test_stop_strings_are_enforced_client_side(server):
+    server.script.extend([answer("Instruction 3: a poem\nInstruction 4: more", finish_reason="length"), answer("clean")])
+    sampling = SAMPLING.model_copy(update={"stop": ["Instruction 4", "\nInstruction"]})
+    async with GenerationClient(server.endpoint()) as client:
+        cut = await client.complete("Instruction 1: ...", sampling)
+        clean = await client.complete("Instruction 1: ...", sampling)
+    assert cut == [Completion("Instruction 3: a poem", "stop", 3)]
+    assert clean == [Completion("clean", "stop", 3)]
+
+
+async def test_length_finish_reason_is_passed_through(server):
+    server.script.append(answer("a truncated", finish_reason="length", tokens=32))
+    async with GenerationClient(server.endpoint()) as client:
+        assert await client.chat(MESSAGES, SAMPLING) == [Completion("a truncated", "length", 32)]
+
+
+async def test_n_by_separate_requests_when_the_server_does_not_support_it(server):
+    server.script.extend([answer("a"), answer("b"), answer("c")])
+    async with GenerationClient(server.endpoint(server_supports_n=False)) as client:
+        completions = await client.chat(MESSAGES, SAMPLING, n=3)
+    assert sorted(c.text for c in completions) == ["a", "b", "c"]
+    assert all("n" not in body for body in bodies(server))
+    assert sorted(body["seed"] for body in bodies(server)) == [7, 8, 9]
+
+
+async def test_n_topped_up_when_the_server_ignores_it(server):
+    server.script.extend([answer("a"), answer("b"), answer("c")])
+    async with GenerationClient(server.endpoint(server_supports_n=True)) as client:
+        completions = await client.complete("prompt", SAMPLING, n=3)
+    assert len(completions) == 3
+    first, *rest = bodies(server)
+    assert first["n"] == 3 and first["seed"] == 7
+    assert all("n" not in body for body in rest)
+    assert sorted(body["seed"] for body in rest) == [8, 9]
+
+
+async def test_n_in_one_request_when_the_server_honours_it(server):
+    server.script.append(answer("a", "b"))
+    async with GenerationClient(server.endpoint(server_supports_n=True)) as client:
+        completions = await client.chat(MESSAGES, SAMPLING, n=2)
+    assert completions == [Completion("a", "stop", None), Completion("b", "stop", None)]
+    assert len(server.requests) == 1
+
+
+async def test_concurrency_is_bounded(server):
+    server.default = slow(0.1, answer("ok"))
+    async with GenerationClient(server.endpoint(max_concurrency=2)) as client:
+        results = await asyncio.gather(*(client.chat(MESSAGES, SAMPLING) for _ in range(6)))
+    assert len(results) == 6
+    assert server.max_in_flight == 2
+
+
+async def test_continue_chat_continues_the_final_assistant_message(server):
+    server.script.append(answer(" and the waves rolled on."))
+    async with GenerationClient(server.endpoint(chat_template_continuation=True)) as client:
+        completions = await client.continue_chat(MESSAGES, "The sea was calm", SAMPLING)
+    assert completions[0].text == " and the waves rolled on."
+    (request,) = server.requests
+    assert request["path"] == "/v1/chat/completions"
+    assert request["body"]["messages"][-1] == {"role": "assistant", "content": "The sea was calm"}
+    assert request["body"]["continue_final_message"] is True
+    assert request["body"]["add_generation_prompt"] is False
+
+
+async def test_continue_chat_by_raw_completion_over_the_chat_template(server):
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer(models.WordLevel({"<unk>": 0}, unk_token="<unk>")),
+        unk_token="<unk>",
+        chat_template=QWEN_STYLE_TEMPLATE,
+    )
+    server.script.append(answer(" and the waves rolled on."))
+    endpoint = server.endpoint(chat_template_continuation=False)
+    async with GenerationClient(endpoint, tokenizer=tokenizer) as client:
+        completions = await client.continue_chat(MESSAGES, "The sea was calm\n\n", SAMPLING)
+    assert completions[0].text == " and the waves rolled on."
+    (request,) = server.requests
+    assert request["path"] == "/v1/completions"
+    assert request["body"]["prompt"] == (
+        "<|im_start|>user\nWrite about the sea.<|im_end|>\n<|im_start|>assistant\nThe sea was calm\n\n"
+    )
+
+
+async def test_continue_chat_by_raw_completion_needs_a_tokenizer(server):
+    async with GenerationClient(server.endpoint(chat_template_continuation=False)) as client:
+        with pytest.raises(EndpointError, match="tokenizer"):
+            await client.continue_chat(MESSAGES, "The sea", SAMPLING)
+    assert server.requests == []
+
+
+# --------------------------------------------------------------------------- a real server
+
+TINY = SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=8)
+
+
+@pytest.mark.integration
+async def test_chat_and_complete_with_transformers_serve(endpoint_config):
+    async with GenerationClient(endpoint_config) as client:
+        await client.check_health()
+        (chat,) = await client.chat(MESSAGES, TINY)
+        completions = await client.complete("Once upon a time", TINY, n=2)
+    assert chat.finish_reason in ("stop", "length") and chat.completion_tokens <= 8
+    assert len(completions) == 2 and all(isinstance(c.text, str) for c in completions)
+
+
+@pytest.mark.integration
+async def test_continue_chat_with_transformers_serve_returns_only_the_continuation(endpoint_config, tiny_model_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    prefill = "The sea was calm"
+    prompt = tokenizer.apply_chat_template(
+        [*MESSAGES, {"role": "assistant", "content": prefill}], tokenize=False, continue_final_message=True
+    )
+    # Default top_k and repetition_penalty: transformers serve rejects them, the client drops them.
+    greedy = SamplingConfig(temperature=0.0, max_tokens=8)
+    async with GenerationClient(endpoint_config, tokenizer=tokenizer) as client:
+        (continued,) = await client.continue_chat(MESSAGES, prefill, greedy)
+        (raw,) = await client.complete(prompt, greedy)
+    assert prompt.endswith(prefill)
+    assert continued.text == raw.text
+    assert not continued.text.startswith(prefill)
+
+
+@pytest.mark.integration
+async def test_concurrent_requests_to_transformers_serve(endpoint_config):
+    async with GenerationClient(endpoint_config) as client:
+        results = await asyncio.gather(*(client.chat(MESSAGES, TINY) for _ in range(8)))
+    assert [len(r) for r in results] == [1] * 8
