@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import random
 
 from selflengthen.client import GenerationClient
@@ -46,21 +45,26 @@ def to_chinese_numeral(number: int) -> str:
 
 
 def derive_constraint(words: int, language: Language, settings: LengthControlConfig, rng: random.Random) -> dict:
-    """A constraint the response of length ``words`` satisfies: type, bounds and its wording."""
+    """A constraint that a response of length ``words`` satisfies: type, bounds and its wording.
+
+    Bounds are multiples of the rounding unit (``unit``, or ``coarse_unit`` with its probability)
+    clamped to [min_words, max_words]. "more than A" has A < words and "less than B" has B > words;
+    when clamping makes a drawn type false for this length, "about" is used instead.
+    """
     unit = settings.coarse_unit if rng.random() < settings.coarse_unit_probability else settings.unit
     low, high = settings.min_words, settings.max_words
-    clamp = lambda value: min(high, max(low, value))  # noqa: E731
+
+    def clamp(value: int) -> int:
+        return min(high, max(low, value))
+
     kinds = list(settings.type_probabilities)
     kind = rng.choices(kinds, weights=[settings.type_probabilities[k] for k in kinds])[0]
     n = clamp(round(words / unit) * unit)
-    a = clamp(math.floor(words / unit) * unit)
-    b = clamp(math.ceil(words / unit) * unit)
-    if kind == "range" and a == b:
-        a, b = (a - unit, b) if a - unit >= low else (a, b + unit)
-    if kind == "above" and a >= words:
-        kind = "below"  # clamping lifted the bound above the real length
-    if kind == "below" and b <= words:
-        kind = "above"
+    a = clamp((words - 1) // unit * unit if kind == "above" else words // unit * unit)
+    b = clamp((words // unit + 1) * unit if kind == "below" else a + unit)
+    holds = {"about": True, "range": a <= words <= b and a < b, "above": a < words, "below": words < b}
+    if not holds[kind]:
+        kind = "about"
     numerals = language == "zh" and rng.random() < settings.chinese_numeral_probability
     write = to_chinese_numeral if numerals else str
     phrase = settings.phrases[language][kind].format(n=write(n), a=write(a), b=write(b))
