@@ -1,0 +1,3 @@
+from selflengthen.cli import main
+
+main()
