@@ -26,8 +26,8 @@ import asyncio
 import logging
 import os
 import random
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 import openai
 
@@ -42,6 +42,7 @@ HEALTH_TIMEOUT_S = 5.0
 # Sampling fields outside the OpenAI schema; dropped for a server that rejects them.
 SAMPLING_EXTENSIONS = ("top_k", "repetition_penalty")
 
+Kind = Literal["chat", "completion"]
 _RETRYABLE = (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError)
 
 
@@ -90,11 +91,11 @@ class GenerationClient:
 
     async def chat(self, messages: list[dict], sampling: SamplingConfig, n: int = 1) -> list[Completion]:
         """``n`` answers of the model to a conversation (a chat completion request)."""
-        return await self._sample(self._chat_once, {"messages": messages}, sampling, n)
+        return await self._sample("chat", {"messages": messages}, sampling, n)
 
     async def complete(self, prompt: str, sampling: SamplingConfig, n: int = 1) -> list[Completion]:
         """``n`` raw continuations of ``prompt`` (``/v1/completions``, no chat template)."""
-        return await self._sample(self._complete_once, {"prompt": prompt}, sampling, n)
+        return await self._sample("completion", {"prompt": prompt}, sampling, n)
 
     async def continue_chat(
         self, messages: list[dict], prefill: str, sampling: SamplingConfig, n: int = 1
@@ -111,7 +112,7 @@ class GenerationClient:
                 "messages": conversation,
                 "extra_body": {"continue_final_message": True, "add_generation_prompt": False},
             }
-            return await self._sample(self._chat_once, request, sampling, n)
+            return await self._sample("chat", request, sampling, n)
         if self._tokenizer is None:
             raise EndpointError(
                 f"continuing a chat at {self.base_url} by raw completion (chat_template_continuation: false) "
@@ -129,37 +130,32 @@ class GenerationClient:
 
     # ------------------------------------------------------------------ sampling
 
-    async def _sample(self, once, request: dict, sampling: SamplingConfig, n: int) -> list[Completion]:
+    async def _sample(self, kind: Kind, request: dict, sampling: SamplingConfig, n: int) -> list[Completion]:
         """``n`` completions: one request asking for ``n``, topped up by single requests if short."""
         if n < 1:
             raise ValueError(f"n must be at least 1, got {n}")
         if n == 1 or not self.endpoint.server_supports_n:
-            batches = await asyncio.gather(*(once(request, sampling, 1, seed_offset=i) for i in range(n)))
+            batches = await asyncio.gather(*(self._once(kind, request, sampling, 1, i) for i in range(n)))
             return [completion for batch in batches for completion in batch]
-        completions = await once(request, sampling, n, seed_offset=0)
+        completions = await self._once(kind, request, sampling, n, 0)
         missing = range(len(completions), n)
-        extra = await asyncio.gather(*(once(request, sampling, 1, seed_offset=i) for i in missing))
+        extra = await asyncio.gather(*(self._once(kind, request, sampling, 1, i) for i in missing))
         return completions[:n] + [completion for batch in extra for completion in batch]
 
-    async def _chat_once(
-        self, request: dict, sampling: SamplingConfig, n: int, *, seed_offset: int
+    async def _once(
+        self, kind: Kind, request: dict, sampling: SamplingConfig, n: int, seed_offset: int
     ) -> list[Completion]:
-        response = await self._call(self._client.chat.completions.create, request, sampling, n, seed_offset)
-        texts = [(choice.message.content or "", choice.finish_reason) for choice in response.choices]
-        return self._completions(texts, response.usage, sampling)
-
-    async def _complete_once(
-        self, request: dict, sampling: SamplingConfig, n: int, *, seed_offset: int
-    ) -> list[Completion]:
-        response = await self._call(self._client.completions.create, request, sampling, n, seed_offset)
-        texts = [(choice.text or "", choice.finish_reason) for choice in response.choices]
-        return self._completions(texts, response.usage, sampling)
-
-    @staticmethod
-    def _completions(texts: list[tuple[str, str | None]], usage: Any, sampling: SamplingConfig) -> list[Completion]:
-        # Usage covers the whole response, so it is a per-text count only when there is one text.
-        tokens = usage.completion_tokens if usage is not None and len(texts) == 1 else None
-        return [_apply_stop(Completion(text, reason, tokens), sampling.stop) for text, reason in texts]
+        """One request (retried as needed) and its choices as Completions, stop strings applied."""
+        create = self._client.chat.completions.create if kind == "chat" else self._client.completions.create
+        response = await self._call(create, request, sampling, n, seed_offset)
+        choices, usage = response.choices, response.usage
+        # Usage covers the whole response: a per-text count only when there is one text.
+        tokens = usage.completion_tokens if usage is not None and len(choices) == 1 else None
+        completions = []
+        for choice in choices:
+            text = (choice.message.content if kind == "chat" else choice.text) or ""
+            completions.append(_apply_stop(Completion(text, choice.finish_reason, tokens), sampling.stop))
+        return completions
 
     def _params(self, request: dict, sampling: SamplingConfig, n: int, seed_offset: int) -> dict:
         """The keyword arguments of one ``create`` call."""
@@ -197,13 +193,11 @@ class GenerationClient:
                     return await create(**params)
             except _RETRYABLE as error:
                 failures += 1
-                if failures > self.endpoint.max_retries:
-                    raise EndpointError(
-                        f"model server at {self.base_url} failed after {failures} attempts; "
-                        f"last error: {_describe(error)}"
-                    ) from None
-                delay = self._backoff(failures)
                 reason = _describe(error)
+                if failures > self.endpoint.max_retries:
+                    message = f"model server at {self.base_url} failed after {failures} attempts; last error: {reason}"
+                    raise EndpointError(message) from None
+                delay = self._backoff(failures)
                 logger.info("request to %s failed: %s; retry %d in %.2fs", self.base_url, reason, failures, delay)
                 await asyncio.sleep(delay)
             except openai.APIStatusError as error:
@@ -227,8 +221,9 @@ class GenerationClient:
         rejected = {name for name in SAMPLING_EXTENSIONS if name in sent and name in message}
         if not rejected:
             return False
-        names = ", ".join(sorted(rejected))
-        logger.warning("model server at %s does not accept %s; sending requests without them", self.base_url, names)
+        if rejected - self._rejected_extensions:  # concurrent requests learn it together: warn once
+            names = ", ".join(sorted(rejected))
+            logger.warning("model server at %s does not accept %s; sending requests without them", self.base_url, names)
         self._rejected_extensions |= rejected
         return True
 
@@ -236,10 +231,9 @@ class GenerationClient:
 def _apply_stop(completion: Completion, stop: list[str]) -> Completion:
     """Cut the text at the first occurrence of any stop string (the stop string itself excluded)."""
     cuts = [index for index in (completion.text.find(s) for s in stop if s) if index >= 0]
-    if cuts:
-        completion.text = completion.text[: min(cuts)]
-        completion.finish_reason = "stop"
-    return completion
+    if not cuts:
+        return completion
+    return replace(completion, text=completion.text[: min(cuts)], finish_reason="stop")
 
 
 def _describe(error: openai.APIError) -> str:

@@ -75,7 +75,7 @@ def start_local_server(
         raise EndpointError(f"cannot serve {model_path}: not a model folder (no config.json)")
     port = free_port(config.host)
     command, model_name = server_command(str(model_path), served_name, config, port)
-    log_path = Path(log_file) if log_file else Path(tempfile.mkstemp(prefix="selflengthen-server-", suffix=".log")[1])
+    log_path = Path(log_file) if log_file else _temporary_log()
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         process = subprocess.Popen(
@@ -177,6 +177,12 @@ def _server_environment(config: LocalServerConfig) -> dict[str, str]:
         EMPTY_HUB_CACHE.mkdir(exist_ok=True)
         env["HF_HUB_CACHE"] = str(EMPTY_HUB_CACHE)
     return env
+
+
+def _temporary_log() -> Path:
+    descriptor, name = tempfile.mkstemp(prefix="selflengthen-server-", suffix=".log")
+    os.close(descriptor)
+    return Path(name)
 
 
 def _wait_until_ready(process: subprocess.Popen, handle: ServerHandle, timeout_s: float, log_path: Path) -> None:

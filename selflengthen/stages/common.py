@@ -119,7 +119,7 @@ def run_units(
     log.info("%d units -> %s via %s (%s)", len(units), output_uri, endpoint.base_url, endpoint.model)
 
     async def main() -> None:
-        async with GenerationClient(endpoint, tokenizer=tokenizer_for(config, endpoint)) as client:
+        async with GenerationClient(endpoint, tokenizer=tokenizer_for(config, endpoint), role=role) as client:
             await client.check_health()
             await _process_units(client, config, units, work, checkpoint, f"{stage}")
 

@@ -1,0 +1,378 @@
+"""The serve and teardown steps on Kubernetes: a vLLM Deployment + Service per role (principle 6).
+
+:func:`build_model_server` describes the objects (kubernetes client models, nothing sent);
+:func:`serve_role_in_cluster` creates or replaces them, waits until the Deployment has rolled out
+and returns the in-cluster base URL (``http://<name>.<namespace>.svc:8000/v1``);
+:func:`teardown_role_in_cluster` deletes a run's servers by label.
+
+The pod:
+
+* ``fetch-model`` init container (the runtime image): copies the base model and/or the LoRA
+  adapter from object storage into an emptyDir (``/models``), S3 credentials from the Secret
+  ``pipeline.storage_secret`` as env ``secretKeyRef``. A base model given as a Hugging Face id is
+  downloaded by vLLM itself instead (token from ``serving.cluster.hf_token_secret`` when set).
+* ``vllm`` container: the pinned upstream image, ``--model /models/base`` (or the id),
+  ``--served-model-name``, context length, tensor parallelism, and with an adapter
+  ``--enable-lora --lora-modules <name>=/models/adapter``; clients then ask for the adapter by
+  the role's model name and the base is served as ``<name>-base``. The API key, when
+  ``pipeline.api_key_secret`` is set, reaches vLLM as env ``VLLM_API_KEY`` from that Secret.
+* Non-root (uid 10001), no privilege escalation, capabilities dropped, read-only root; HOME and
+  every cache live on an emptyDir at ``/tmp``; ``/dev/shm`` is a memory emptyDir.
+* startup/readiness/liveness probes on ``/health``; GPUs, CPU and memory limits; node selector
+  and tolerations from ``serving.cluster``; owned by the pipeline pod when it is known.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
+
+from selflengthen.cluster.objects import (
+    STORAGE_CONFIG_ENV,
+    LABEL_INSTANCE,
+    api_errors,
+    container_security_context,
+    create_or_replace,
+    delete_if_present,
+    kube_api_client,
+    label_selector,
+    model_source,
+    object_labels,
+    object_name,
+    pipeline_pod_owner,
+    pod_security_context,
+    secret_env,
+    storage_credentials_env,
+    tolerations,
+    wait_for,
+)
+from selflengthen.config import Role, RunConfig
+from selflengthen.errors import EndpointError, SelfLengthenError
+
+log = logging.getLogger(__name__)
+
+COMPONENT = "model-server"
+PORT = 8000
+MODELS_DIR = "/models"
+BASE_DIR = f"{MODELS_DIR}/base"
+ADAPTER_DIR = f"{MODELS_DIR}/adapter"
+SCRATCH_DIR = "/tmp"
+# LoRA ranks vLLM accepts for --max-lora-rank.
+VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+# Waiting reasons after which a pod will not become ready by waiting longer.
+_FATAL_REASONS = {"CrashLoopBackOff", "CreateContainerConfigError", "CreateContainerError", "InvalidImageName", "ErrImageNeverPull"}
+_STARTING_REASONS = {"ContainerCreating", "PodInitializing"}
+
+
+@dataclass(frozen=True)
+class ModelServer:
+    """The objects of one role's model server and how clients reach it."""
+
+    name: str
+    namespace: str
+    base_url: str
+    served_model: str
+    deployment: k8s.V1Deployment
+    service: k8s.V1Service
+
+
+def build_model_server(
+    config: RunConfig,
+    role: Role,
+    iteration: int,
+    model_uri: str,
+    adapter_uri: str | None = None,
+    *,
+    owner: k8s.V1OwnerReference | None = None,
+) -> ModelServer:
+    """The Deployment and Service serving ``role`` (base ``model_uri``, optional LoRA ``adapter_uri``)."""
+    namespace = config.pipeline.namespace
+    name = object_name(config.run_id, role, iteration)
+    labels = object_labels(config.run_id, role, iteration, name=name, app="vllm", component=COMPONENT)
+    served_model = getattr(config.serving, role).model
+    base_from_s3 = model_source(model_uri, EndpointError) == "s3"
+    if adapter_uri is not None and model_source(adapter_uri, EndpointError) != "s3":
+        raise EndpointError(f"LoRA adapter {adapter_uri!r} must be on object storage (s3://) to be served in the cluster")
+    downloads = [(model_uri, BASE_DIR)] if base_from_s3 else []
+    if adapter_uri is not None:
+        downloads.append((adapter_uri, ADAPTER_DIR))
+
+    metadata = k8s.V1ObjectMeta(
+        name=name, namespace=namespace, labels=labels, owner_references=[owner] if owner else None
+    )
+    pod = k8s.V1PodSpec(
+        containers=[_vllm_container(config, served_model, BASE_DIR if base_from_s3 else model_uri, adapter_uri is not None)],
+        init_containers=[_fetch_container(config, downloads)] if downloads else None,
+        volumes=[
+            k8s.V1Volume(name="models", empty_dir=k8s.V1EmptyDirVolumeSource()),
+            k8s.V1Volume(name="scratch", empty_dir=k8s.V1EmptyDirVolumeSource()),
+            k8s.V1Volume(name="shm", empty_dir=k8s.V1EmptyDirVolumeSource(medium="Memory", size_limit=config.serving.cluster.shm_size)),
+        ],
+        security_context=pod_security_context(),
+        node_selector=config.serving.cluster.node_selector or None,
+        tolerations=tolerations(config.serving.cluster.tolerations) or None,
+        automount_service_account_token=False,
+        enable_service_links=False,
+    )
+    deployment = k8s.V1Deployment(
+        api_version="apps/v1",
+        kind="Deployment",
+        metadata=metadata,
+        spec=k8s.V1DeploymentSpec(
+            replicas=1,
+            selector=k8s.V1LabelSelector(match_labels={LABEL_INSTANCE: name}),
+            # Recreate: a rolling update would need a second set of GPUs.
+            strategy=k8s.V1DeploymentStrategy(type="Recreate"),
+            progress_deadline_seconds=math.ceil(config.serving.cluster.ready_timeout_s),
+            revision_history_limit=1,
+            template=k8s.V1PodTemplateSpec(metadata=k8s.V1ObjectMeta(labels=labels), spec=pod),
+        ),
+    )
+    service = k8s.V1Service(
+        api_version="v1",
+        kind="Service",
+        metadata=metadata,
+        spec=k8s.V1ServiceSpec(
+            type="ClusterIP",
+            selector={LABEL_INSTANCE: name},
+            ports=[k8s.V1ServicePort(name="http", port=PORT, target_port="http", protocol="TCP")],
+        ),
+    )
+    base_url = f"http://{name}.{namespace}.svc:{PORT}/v1"
+    return ModelServer(name, namespace, base_url, served_model, deployment, service)
+
+
+def _vllm_container(config: RunConfig, served_model: str, model: str, with_adapter: bool) -> k8s.V1Container:
+    cluster = config.serving.cluster
+    args = [
+        "--model", model,
+        "--served-model-name", f"{served_model}-base" if with_adapter else served_model,
+        "--host", "0.0.0.0",
+        "--port", str(PORT),
+        "--max-model-len", str(cluster.max_model_len),
+        "--tensor-parallel-size", str(cluster.tensor_parallel_size),
+        "--gpu-memory-utilization", str(cluster.gpu_memory_utilization),
+    ]  # fmt: skip
+    if with_adapter:
+        args += [
+            "--enable-lora",
+            "--lora-modules", f"{served_model}={ADAPTER_DIR}",
+            "--max-lora-rank", str(_vllm_lora_rank(config.training.lora.r)),
+        ]  # fmt: skip
+    env = [
+        k8s.V1EnvVar(name="HOME", value=SCRATCH_DIR),
+        k8s.V1EnvVar(name="USER", value="vllm"),  # getpass.getuser() fails for a uid without a passwd entry
+        k8s.V1EnvVar(name="VLLM_NO_USAGE_STATS", value="1"),
+    ]
+    if model.startswith(MODELS_DIR):
+        env.append(k8s.V1EnvVar(name="HF_HUB_OFFLINE", value="1"))
+    if cluster.hf_token_secret:
+        env.append(secret_env("HF_TOKEN", cluster.hf_token_secret, "HF_TOKEN"))
+    if config.pipeline.api_key_secret:
+        env.append(secret_env("VLLM_API_KEY", config.pipeline.api_key_secret, "SELFLENGTHEN_API_KEY"))
+    resources = {"cpu": cluster.cpu, "memory": cluster.memory}
+    if cluster.gpus:
+        resources["nvidia.com/gpu"] = str(cluster.gpus)
+    return k8s.V1Container(
+        name="vllm",
+        image=cluster.image,
+        image_pull_policy="IfNotPresent",
+        command=["python3", "-m", "vllm.entrypoints.openai.api_server"],
+        args=args,
+        env=env,
+        ports=[k8s.V1ContainerPort(name="http", container_port=PORT, protocol="TCP")],
+        resources=k8s.V1ResourceRequirements(requests=resources, limits=resources),
+        startup_probe=_health_probe(period_s=10, failures=math.ceil(cluster.ready_timeout_s / 10)),
+        readiness_probe=_health_probe(period_s=10, failures=3),
+        liveness_probe=_health_probe(period_s=30, failures=3),
+        security_context=container_security_context(),
+        termination_message_policy="FallbackToLogsOnError",
+        volume_mounts=[
+            k8s.V1VolumeMount(name="models", mount_path=MODELS_DIR, read_only=True),
+            k8s.V1VolumeMount(name="scratch", mount_path=SCRATCH_DIR),
+            k8s.V1VolumeMount(name="shm", mount_path="/dev/shm"),
+        ],
+    )
+
+
+def _fetch_container(config: RunConfig, downloads: list[tuple[str, str]]) -> k8s.V1Container:
+    resources = {"cpu": "1", "memory": "1Gi"}
+    return k8s.V1Container(
+        name="fetch-model",
+        image=config.pipeline.image,
+        image_pull_policy="IfNotPresent",
+        command=["python", "-m", "selflengthen.cluster.fetch"],
+        args=[f"{uri}={folder}" for uri, folder in downloads],
+        env=[
+            k8s.V1EnvVar(name="HOME", value=SCRATCH_DIR),
+            k8s.V1EnvVar(name=STORAGE_CONFIG_ENV, value=config.storage.model_dump_json()),
+            *storage_credentials_env(config),
+        ],
+        resources=k8s.V1ResourceRequirements(requests=resources, limits=resources),
+        security_context=container_security_context(),
+        termination_message_policy="FallbackToLogsOnError",
+        volume_mounts=[
+            k8s.V1VolumeMount(name="models", mount_path=MODELS_DIR),
+            k8s.V1VolumeMount(name="scratch", mount_path=SCRATCH_DIR),
+        ],
+    )
+
+
+def _health_probe(*, period_s: int, failures: int) -> k8s.V1Probe:
+    return k8s.V1Probe(
+        http_get=k8s.V1HTTPGetAction(path="/health", port="http"),
+        period_seconds=period_s,
+        timeout_seconds=5,
+        failure_threshold=failures,
+    )
+
+
+def _vllm_lora_rank(rank: int) -> int:
+    """The smallest ``--max-lora-rank`` vLLM accepts that holds ``rank``."""
+    for allowed in VLLM_LORA_RANKS:
+        if rank <= allowed:
+            return allowed
+    raise EndpointError(f"training.lora.r = {rank} exceeds the largest LoRA rank vLLM serves ({VLLM_LORA_RANKS[-1]})")
+
+
+# --------------------------------------------------------------------------- the API calls
+
+
+def serve_role_in_cluster(
+    config: RunConfig,
+    role: Role,
+    iteration: int,
+    model_uri: str,
+    adapter_uri: str | None = None,
+    *,
+    api_client: k8s.ApiClient | None = None,
+    poll_interval_s: float = 5.0,
+) -> str:
+    """Create (or replace) the role's model server, wait until it serves, return its base URL.
+
+    Idempotent: a retried step replaces the objects of its previous attempt. When the server
+    cannot start (a fatal pod state, the progress deadline, ``serving.cluster.ready_timeout_s``)
+    its objects are deleted, so the GPUs are freed, and EndpointError says why.
+    """
+    api = api_client or kube_api_client(EndpointError)
+    apps, core = k8s.AppsV1Api(api), k8s.CoreV1Api(api)
+    namespace = config.pipeline.namespace
+    server = build_model_server(config, role, iteration, model_uri, adapter_uri, owner=pipeline_pod_owner(namespace))
+    where = f"{namespace}/{server.name}"
+    with api_errors(EndpointError, f"creating Service {where}"):
+        create_or_replace(core.create_namespaced_service, core.replace_namespaced_service, namespace, server.service)
+    with api_errors(EndpointError, f"creating Deployment {where}"):
+        create_or_replace(apps.create_namespaced_deployment, apps.replace_namespaced_deployment, namespace, server.deployment)
+    log.info("waiting for model server %s (%s) to become ready", where, role)
+
+    def rolled_out() -> bool | None:
+        deployment = apps.read_namespaced_deployment(server.name, namespace)
+        if _rolled_out(deployment):
+            return True
+        fatal = [text for text, is_fatal in _pod_problems(core, namespace, server.name) if is_fatal]
+        if fatal:
+            raise EndpointError(f"model server {where} cannot start: {'; '.join(fatal)}")
+        for condition in (deployment.status and deployment.status.conditions) or []:
+            if condition.type == "Progressing" and condition.reason == "ProgressDeadlineExceeded":
+                raise EndpointError(f"model server {where} did not become ready: {condition.message}{_problem_summary(core, namespace, server.name)}")
+        return None
+
+    try:
+        ready = wait_for(
+            rolled_out,
+            timeout_s=config.serving.cluster.ready_timeout_s,
+            interval_s=poll_interval_s,
+            action=f"waiting for Deployment {where}",
+            error_type=EndpointError,
+        )
+        if not ready:
+            timeout = config.serving.cluster.ready_timeout_s
+            raise EndpointError(
+                f"model server {where} not ready after {timeout:g} s (serving.cluster.ready_timeout_s)"
+                f"{_problem_summary(core, namespace, server.name)}"
+            )
+    except EndpointError:
+        try:
+            teardown_role_in_cluster(config, role, iteration, api_client=api)
+        except SelfLengthenError as cleanup_error:
+            log.warning("could not delete the failed model server %s: %s", where, cleanup_error)
+        raise
+    log.info("model server %s ready at %s", where, server.base_url)
+    return server.base_url
+
+
+def teardown_role_in_cluster(
+    config: RunConfig,
+    role: Role | None = None,
+    iteration: int | None = None,
+    *,
+    api_client: k8s.ApiClient | None = None,
+) -> list[str]:
+    """Delete the run's model servers (all, or one role's / one iteration's); ``Kind/name`` deleted.
+
+    Idempotent: objects already gone (404) are skipped.
+    """
+    api = api_client or kube_api_client(EndpointError)
+    apps, core = k8s.AppsV1Api(api), k8s.CoreV1Api(api)
+    namespace = config.pipeline.namespace
+    selector = label_selector(config.run_id, COMPONENT, role, iteration)
+    deleted = []
+    with api_errors(EndpointError, f"deleting model servers ({selector}) in namespace {namespace}"):
+        for kind, list_objects, delete in (
+            ("Deployment", apps.list_namespaced_deployment, apps.delete_namespaced_deployment),
+            ("Service", core.list_namespaced_service, core.delete_namespaced_service),
+        ):
+            for item in list_objects(namespace, label_selector=selector).items:
+                if delete_if_present(delete, item.metadata.name, namespace):
+                    deleted.append(f"{kind}/{item.metadata.name}")
+    log.info("deleted %s", ", ".join(deleted) or "nothing")
+    return deleted
+
+
+def _rolled_out(deployment: k8s.V1Deployment) -> bool:
+    """What ``kubectl rollout status`` waits for: the current spec's replicas all available."""
+    status = deployment.status or k8s.V1DeploymentStatus()
+    wanted = deployment.spec.replicas or 1
+    updated = status.updated_replicas or 0
+    return (
+        (status.observed_generation or 0) >= (deployment.metadata.generation or 0)
+        and updated >= wanted
+        and (status.replicas or 0) == updated
+        and (status.available_replicas or 0) >= wanted
+    )
+
+
+def _pod_problems(core: k8s.CoreV1Api, namespace: str, name: str) -> list[tuple[str, bool]]:
+    """Why the server's pods are not ready, as (text, whether waiting longer cannot help)."""
+    problems = []
+    for pod in core.list_namespaced_pod(namespace, label_selector=f"{LABEL_INSTANCE}={name}").items:
+        status = pod.status or k8s.V1PodStatus()
+        for condition in status.conditions or []:
+            if condition.type == "PodScheduled" and condition.status == "False":
+                problems.append((f"pod {pod.metadata.name} unschedulable: {condition.message}", False))
+        for container in (status.init_container_statuses or []) + (status.container_statuses or []):
+            waiting = container.state and container.state.waiting
+            if not waiting or waiting.reason in _STARTING_REASONS:
+                continue
+            text = f"pod {pod.metadata.name} container {container.name}: {waiting.reason}"
+            if waiting.message:
+                text += f": {waiting.message}"
+            last = container.last_state and container.last_state.terminated
+            if last:
+                text += f" (last exit code {last.exit_code}{': ' + last.message.strip()[-500:] if last.message else ''})"
+            problems.append((text, waiting.reason in _FATAL_REASONS))
+    return problems
+
+
+def _problem_summary(core: k8s.CoreV1Api, namespace: str, name: str) -> str:
+    """``: <problems>`` for an error message, or nothing when there are none (or they are unknown)."""
+    try:
+        problems = [text for text, _ in _pod_problems(core, namespace, name)]
+    except (ApiException, HTTPError) as error:
+        return f" (pod states unknown: {error})"
+    return f": {'; '.join(problems)}" if problems else ""
