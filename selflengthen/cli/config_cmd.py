@@ -10,6 +10,7 @@ from rich.syntax import Syntax
 
 from selflengthen.cli.common import ConfigOption, SetOption, handle_errors, load_run_config
 from selflengthen.config import load_config
+from selflengthen.config_reference import config_reference_markdown
 
 config_app = typer.Typer(no_args_is_help=True, help="Validate and show run configurations.")
 
@@ -28,6 +29,12 @@ def show(config: Path = ConfigOption, overrides: list[str] = SetOption) -> None:
     """Print the effective configuration, defaults included, as YAML."""
     effective = load_run_config(config, overrides)
     Console().print(Syntax(effective.to_yaml(), "yaml", theme="ansi_dark", background_color="default"))
+
+
+@config_app.command("reference")
+def reference() -> None:
+    """Print the configuration reference (Markdown) generated from the config models."""
+    typer.echo(config_reference_markdown(), nl=False)
 
 
 def register(app: typer.Typer) -> None:
