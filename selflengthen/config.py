@@ -74,6 +74,24 @@ class LocalServerConfig(Section):
     extra_args: list[str] = Field(default_factory=list)
 
 
+# A Kubernetes resource quantity ("8", "500m", "64Gi").
+_QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
+_TOLERATION_KEYS = {"key", "operator", "value", "effect", "tolerationSeconds"}
+
+
+def _check_tolerations(value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Tolerations as Kubernetes spells them (camelCase keys), checked before any pod is built."""
+    for index, toleration in enumerate(value):
+        unknown = sorted(set(toleration) - _TOLERATION_KEYS)
+        if unknown:
+            raise ValueError(f"toleration {index}: unknown key(s) {unknown}; allowed: {sorted(_TOLERATION_KEYS)}")
+        if toleration.get("operator", "Equal") not in ("Equal", "Exists"):
+            raise ValueError(f"toleration {index}: operator must be Equal or Exists")
+        if toleration.get("effect", "") not in ("", "NoSchedule", "PreferNoSchedule", "NoExecute"):
+            raise ValueError(f"toleration {index}: effect must be NoSchedule, PreferNoSchedule or NoExecute")
+    return value
+
+
 class ClusterServerConfig(Section):
     """vLLM Deployment settings used by the serve step on Kubernetes."""
 
@@ -86,6 +104,17 @@ class ClusterServerConfig(Section):
     tolerations: list[dict[str, Any]] = Field(default_factory=list)
     ready_timeout_s: float = Field(1800.0, gt=0)
     hf_token_secret: str | None = Field(None, description="Kubernetes Secret with key HF_TOKEN, mounted as env")
+    cpu: str = Field("8", pattern=_QUANTITY, description="CPU request and limit of the vLLM container")
+    memory: str = Field("64Gi", pattern=_QUANTITY, description="memory request and limit of the vLLM container")
+    shm_size: str = Field("16Gi", pattern=_QUANTITY, description="size of /dev/shm (tensor-parallel workers share it)")
+
+    _tolerations = field_validator("tolerations")(_check_tolerations)
+
+    @model_validator(mode="after")
+    def _parallelism(self) -> "ClusterServerConfig":
+        if self.gpus and self.tensor_parallel_size > self.gpus:
+            raise ValueError(f"tensor_parallel_size ({self.tensor_parallel_size}) must not exceed gpus ({self.gpus})")
+        return self
 
 
 class ServingConfig(Section):
@@ -272,6 +301,7 @@ class TrainingConfig(Section):
     checkpoint_every_steps: int = Field(50, ge=1)
     continue_adapter: bool = Field(True, description="LoRA of iteration k starts from k-1 on the fixed base")
     merge_each_iteration: bool = Field(False, description="merge the adapter into a new base after each iteration")
+    save_merged: bool = Field(False, description="LoRA: also write the adapter merged into its base (for servers without LoRA support)")
     seed: int = 42
     trust_remote_code: bool = False
     logging_steps: int = Field(1, ge=1)
@@ -286,6 +316,15 @@ class TrainJobConfig(Section):
     gpus_per_node: int = Field(8, ge=0)
     image: str = "ghcr.io/selflengthen/trainer:0.1.0"
     timeout_s: float = Field(86400.0, gt=0)
+    runtime_kind: Literal["TrainingRuntime", "ClusterTrainingRuntime"] = Field(
+        "TrainingRuntime", description="kind of `runtime`: the chart installs a namespaced TrainingRuntime"
+    )
+    node_selector: dict[str, str] = Field(default_factory=dict, description="node labels the trainer pods require")
+    tolerations: list[dict[str, Any]] = Field(
+        default_factory=list, description="tolerations of the trainer pods (Kubernetes keys: key, operator, value, effect)"
+    )
+
+    _tolerations = field_validator("tolerations")(_check_tolerations)
 
 
 # --------------------------------------------------------------------------- storage, eval, pipeline
@@ -339,7 +378,9 @@ class ModelConfig(Section):
     base: str = Field(description="base model: a local path or URI of a Hugging Face model folder")
     tokenizer: str | None = Field(None, description="defaults to the base model's")
     build_tiny: bool = Field(False, description="build the tiny CPU model at `base` when it is missing")
-    tiny_pretrain_seconds: float = Field(360.0, gt=0)
+    tiny_pretrain_steps: int = Field(
+        220, ge=0, description="pre-training steps of the tiny model (a step budget keeps the build deterministic); 0: untrained"
+    )
 
 
 # --------------------------------------------------------------------------- the run

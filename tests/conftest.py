@@ -8,6 +8,7 @@ pytest_plugins = [
         "tests.fixtures.s3",
         "tests.fixtures.tiny",
         "tests.fixtures.model_server",
+        "tests.fixtures.k8s_tools",
     )
     if importlib.util.find_spec(name) is not None
 ]

@@ -33,8 +33,8 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 from selflengthen.cluster.objects import (
-    STORAGE_CONFIG_ENV,
     LABEL_INSTANCE,
+    STORAGE_CONFIG_ENV,
     api_errors,
     container_security_context,
     create_or_replace,
@@ -65,7 +65,13 @@ SCRATCH_DIR = "/tmp"
 # LoRA ranks vLLM accepts for --max-lora-rank.
 VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 # Waiting reasons after which a pod will not become ready by waiting longer.
-_FATAL_REASONS = {"CrashLoopBackOff", "CreateContainerConfigError", "CreateContainerError", "InvalidImageName", "ErrImageNeverPull"}
+_FATAL_REASONS = {
+    "CrashLoopBackOff",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "InvalidImageName",
+    "ErrImageNeverPull",
+}
 _STARTING_REASONS = {"ContainerCreating", "PodInitializing"}
 
 
@@ -97,7 +103,9 @@ def build_model_server(
     served_model = getattr(config.serving, role).model
     base_from_s3 = model_source(model_uri, EndpointError) == "s3"
     if adapter_uri is not None and model_source(adapter_uri, EndpointError) != "s3":
-        raise EndpointError(f"LoRA adapter {adapter_uri!r} must be on object storage (s3://) to be served in the cluster")
+        raise EndpointError(
+            f"LoRA adapter {adapter_uri!r} must be on object storage (s3://) to be served in the cluster"
+        )
     downloads = [(model_uri, BASE_DIR)] if base_from_s3 else []
     if adapter_uri is not None:
         downloads.append((adapter_uri, ADAPTER_DIR))
@@ -106,12 +114,17 @@ def build_model_server(
         name=name, namespace=namespace, labels=labels, owner_references=[owner] if owner else None
     )
     pod = k8s.V1PodSpec(
-        containers=[_vllm_container(config, served_model, BASE_DIR if base_from_s3 else model_uri, adapter_uri is not None)],
+        containers=[
+            _vllm_container(config, served_model, BASE_DIR if base_from_s3 else model_uri, adapter_uri is not None)
+        ],
         init_containers=[_fetch_container(config, downloads)] if downloads else None,
         volumes=[
             k8s.V1Volume(name="models", empty_dir=k8s.V1EmptyDirVolumeSource()),
             k8s.V1Volume(name="scratch", empty_dir=k8s.V1EmptyDirVolumeSource()),
-            k8s.V1Volume(name="shm", empty_dir=k8s.V1EmptyDirVolumeSource(medium="Memory", size_limit=config.serving.cluster.shm_size)),
+            k8s.V1Volume(
+                name="shm",
+                empty_dir=k8s.V1EmptyDirVolumeSource(medium="Memory", size_limit=config.serving.cluster.shm_size),
+            ),
         ],
         security_context=pod_security_context(),
         node_selector=config.serving.cluster.node_selector or None,
@@ -267,7 +280,9 @@ def serve_role_in_cluster(
     with api_errors(EndpointError, f"creating Service {where}"):
         create_or_replace(core.create_namespaced_service, core.replace_namespaced_service, namespace, server.service)
     with api_errors(EndpointError, f"creating Deployment {where}"):
-        create_or_replace(apps.create_namespaced_deployment, apps.replace_namespaced_deployment, namespace, server.deployment)
+        create_or_replace(
+            apps.create_namespaced_deployment, apps.replace_namespaced_deployment, namespace, server.deployment
+        )
     log.info("waiting for model server %s (%s) to become ready", where, role)
 
     def rolled_out() -> bool | None:
@@ -279,7 +294,8 @@ def serve_role_in_cluster(
             raise EndpointError(f"model server {where} cannot start: {'; '.join(fatal)}")
         for condition in (deployment.status and deployment.status.conditions) or []:
             if condition.type == "Progressing" and condition.reason == "ProgressDeadlineExceeded":
-                raise EndpointError(f"model server {where} did not become ready: {condition.message}{_problem_summary(core, namespace, server.name)}")
+                summary = _problem_summary(core, namespace, server.name)
+                raise EndpointError(f"model server {where} did not become ready: {condition.message}{summary}")
         return None
 
     try:
@@ -364,7 +380,9 @@ def _pod_problems(core: k8s.CoreV1Api, namespace: str, name: str) -> list[tuple[
                 text += f": {waiting.message}"
             last = container.last_state and container.last_state.terminated
             if last:
-                text += f" (last exit code {last.exit_code}{': ' + last.message.strip()[-500:] if last.message else ''})"
+                text += (
+                    f" (last exit code {last.exit_code}{': ' + last.message.strip()[-500:] if last.message else ''})"
+                )
             problems.append((text, waiting.reason in _FATAL_REASONS))
     return problems
 

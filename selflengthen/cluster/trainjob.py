@@ -1,0 +1,293 @@
+"""The train step on Kubernetes: one Kubeflow Trainer v2 TrainJob per role and iteration (principle 7).
+
+:func:`build_trainjob` describes the TrainJob (``trainer.kubeflow.org/v1alpha1``, a plain dict);
+:func:`run_trainjob` creates it, polls its status conditions until ``Complete`` or ``Failed``
+and fails with the job's own reason and message.
+
+The job runs on the TrainingRuntime ``trainjob.runtime`` (the chart's ``selflengthen-deepspeed``:
+torchrun, DeepSpeed, non-root pods). Its trainer runs ``torchrun -m selflengthen.training`` with
+the arguments of ``selflengthen train``; the torch runtime sets the ``PET_*`` variables torchrun
+reads (nodes, processes per node, rendezvous), so the command names none of them.
+
+The run's configuration reaches the trainer as a ConfigMap ``<job>-config`` (key ``config.json``,
+no secrets: the config holds only the *names* of credential env vars), mounted read-only at
+``/etc/selflengthen`` through the job's ``runtimePatches``. The ConfigMap is created right after
+the job and owned by it, so it goes when the job goes; the pods wait for the volume until it
+exists. S3 credentials reach the trainer as env ``secretKeyRef`` to ``pipeline.storage_secret``.
+
+A retried step finds the job of its previous attempt by name: a running or complete one is
+adopted (watched, not recreated), a failed one is deleted and created anew.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+
+from selflengthen.cluster.objects import (
+    api_errors,
+    create_or_replace,
+    delete_if_present,
+    kube_api_client,
+    model_source,
+    object_labels,
+    object_name,
+    pipeline_pod_owner,
+    secret_env,
+    storage_credentials_env,
+    to_manifest,
+    tolerations,
+    wait_for,
+)
+from selflengthen.config import Role, RunConfig
+from selflengthen.errors import TrainingError
+from selflengthen.training.launch import train_arguments, trainjob_command
+
+log = logging.getLogger(__name__)
+
+GROUP = "trainer.kubeflow.org"
+VERSION = "v1alpha1"
+PLURAL = "trainjobs"
+COMPONENT = "trainer"
+NODE = "node"  # the torch runtime's replicated job and its trainer container
+CONFIG_DIR = "/etc/selflengthen"
+CONFIG_FILE = "config.json"
+CONFIG_VOLUME = "selflengthen-config"
+PATCH_MANAGER = "selflengthen.io/train-step"
+# TrainJob names stay short: the JobSet derives pod host names (<job>-node-<i>-<j>) from them.
+MAX_NAME_LENGTH = 40
+DELETE_TIMEOUT_S = 300.0
+
+
+def build_trainjob(
+    config: RunConfig,
+    role: Role,
+    iteration: int,
+    *,
+    data_uri: str,
+    base_model_uri: str,
+    output_uri: str,
+    adapter_from_uri: str | None = None,
+    owner: k8s.V1OwnerReference | None = None,
+) -> dict[str, Any]:
+    """The TrainJob fine-tuning ``role`` on ``data_uri`` into ``output_uri``."""
+    for what, uri in (("data", data_uri), ("output", output_uri), ("adapter", adapter_from_uri)):
+        if uri is not None and model_source(uri, TrainingError) != "s3":
+            raise TrainingError(f"the TrainJob's {what} must be on object storage (s3://), got {uri!r}")
+    hub_model = model_source(base_model_uri, TrainingError) == "hub"
+    trainjob = config.trainjob
+    name = object_name(config.run_id, role, iteration, max_length=MAX_NAME_LENGTH)
+    labels = object_labels(config.run_id, role, iteration, name=name, app="selflengthen-trainer", component=COMPONENT)
+
+    env = storage_credentials_env(config)
+    if hub_model and config.serving.cluster.hf_token_secret:
+        env.append(secret_env("HF_TOKEN", config.serving.cluster.hf_token_secret, "HF_TOKEN"))
+    command = trainjob_command(
+        train_arguments(
+            config_path=f"{CONFIG_DIR}/{CONFIG_FILE}",
+            role=role,
+            data_uri=data_uri,
+            base_model_uri=base_model_uri,
+            output_uri=output_uri,
+            adapter_from_uri=adapter_from_uri,
+        )
+    )
+    trainer: dict[str, Any] = {
+        "image": trainjob.image,
+        "command": command,
+        "numNodes": trainjob.num_nodes,
+        "numProcPerNode": max(trainjob.gpus_per_node, 1),
+        "env": to_manifest(env),
+    }
+    if trainjob.gpus_per_node:
+        gpus = {"nvidia.com/gpu": str(trainjob.gpus_per_node)}
+        trainer["resourcesPerNode"] = {"requests": gpus, "limits": gpus}
+
+    pod_spec: dict[str, Any] = {
+        "volumes": [{"name": CONFIG_VOLUME, "configMap": {"name": config_map_name(name)}}],
+        "containers": [
+            {"name": NODE, "volumeMounts": [{"name": CONFIG_VOLUME, "mountPath": CONFIG_DIR, "readOnly": True}]}
+        ],
+    }
+    if trainjob.node_selector:
+        pod_spec["nodeSelector"] = dict(trainjob.node_selector)
+    if trainjob.tolerations:
+        pod_spec["tolerations"] = to_manifest(tolerations(trainjob.tolerations))
+    pod_patch = {"metadata": {"labels": dict(labels)}, "spec": pod_spec}
+    runtime_patch = {
+        "template": {"spec": {"replicatedJobs": [{"name": NODE, "template": {"spec": {"template": pod_patch}}}]}}
+    }
+
+    metadata: dict[str, Any] = {"name": name, "namespace": config.pipeline.namespace, "labels": labels}
+    if owner is not None:
+        metadata["ownerReferences"] = [to_manifest(owner)]
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "TrainJob",
+        "metadata": metadata,
+        "spec": {
+            "runtimeRef": {"apiGroup": GROUP, "kind": trainjob.runtime_kind, "name": trainjob.runtime},
+            "activeDeadlineSeconds": math.ceil(trainjob.timeout_s),
+            "trainer": trainer,
+            "runtimePatches": [{"manager": PATCH_MANAGER, "trainingRuntimeSpec": runtime_patch}],
+        },
+    }
+
+
+def config_map_name(trainjob_name: str) -> str:
+    return f"{trainjob_name}-config"
+
+
+def build_config_map(config: RunConfig, trainjob: dict[str, Any]) -> k8s.V1ConfigMap:
+    """The run's configuration for the trainer, owned by the (created) TrainJob."""
+    metadata = trainjob["metadata"]
+    owner = k8s.V1OwnerReference(
+        api_version=trainjob["apiVersion"],
+        kind=trainjob["kind"],
+        name=metadata["name"],
+        uid=metadata["uid"],
+        block_owner_deletion=False,
+    )
+    return k8s.V1ConfigMap(
+        api_version="v1",
+        kind="ConfigMap",
+        metadata=k8s.V1ObjectMeta(
+            name=config_map_name(metadata["name"]),
+            namespace=metadata["namespace"],
+            labels=metadata.get("labels"),
+            owner_references=[owner],
+        ),
+        data={CONFIG_FILE: config.to_json()},
+    )
+
+
+def trainjob_condition(trainjob: dict[str, Any], condition_type: str) -> dict[str, Any] | None:
+    """The job's condition of that type when it holds (status "True"), else None."""
+    for condition in (trainjob.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == condition_type and condition.get("status") == "True":
+            return condition
+    return None
+
+
+def run_trainjob(
+    config: RunConfig,
+    role: Role,
+    iteration: int,
+    *,
+    data_uri: str,
+    base_model_uri: str,
+    output_uri: str,
+    adapter_from_uri: str | None = None,
+    api_client: k8s.ApiClient | None = None,
+    poll_interval_s: float = 30.0,
+) -> dict[str, Any]:
+    """Run the TrainJob to its end; the finished TrainJob, or TrainingError with the job's reason.
+
+    After ``trainjob.timeout_s`` the job is deleted (its GPUs freed) and TrainingError says so;
+    the job itself carries the same limit as ``activeDeadlineSeconds``, in case this step dies.
+    """
+    api = api_client or kube_api_client(TrainingError)
+    custom, core = k8s.CustomObjectsApi(api), k8s.CoreV1Api(api)
+    namespace = config.pipeline.namespace
+    job = build_trainjob(
+        config,
+        role,
+        iteration,
+        data_uri=data_uri,
+        base_model_uri=base_model_uri,
+        output_uri=output_uri,
+        adapter_from_uri=adapter_from_uri,
+        owner=pipeline_pod_owner(namespace),
+    )
+    name = job["metadata"]["name"]
+    where = f"{namespace}/{name}"
+    with api_errors(TrainingError, f"creating TrainJob {where}"):
+        created = _create_or_adopt(custom, namespace, job)
+    with api_errors(TrainingError, f"creating ConfigMap {config_map_name(name)} for TrainJob {where}"):
+        config_map = build_config_map(config, created)
+        create_or_replace(core.create_namespaced_config_map, core.replace_namespaced_config_map, namespace, config_map)
+    log.info("TrainJob %s created; waiting for it to finish", where)
+
+    last_percentage = None
+
+    def finished() -> dict[str, Any] | None:
+        nonlocal last_percentage
+        current = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        failed = trainjob_condition(current, "Failed")
+        if failed is not None:
+            raise TrainingError(
+                f"TrainJob {where} failed ({failed.get('reason', 'no reason given')}): "
+                f"{failed.get('message', '')} -- logs: kubectl logs -n {namespace} -l app.kubernetes.io/instance={name}"
+            )
+        if trainjob_condition(current, "Complete") is not None:
+            return current
+        percentage = ((current.get("status") or {}).get("trainerStatus") or {}).get("progressPercentage")
+        if percentage is not None and percentage != last_percentage:
+            last_percentage = percentage
+            log.info("TrainJob %s: %s%% done", where, percentage)
+        return None
+
+    result = wait_for(
+        finished,
+        timeout_s=config.trainjob.timeout_s,
+        interval_s=poll_interval_s,
+        action=f"watching TrainJob {where}",
+        error_type=TrainingError,
+    )
+    if result is None:
+        with api_errors(TrainingError, f"deleting TrainJob {where} after its timeout"):
+            _delete_trainjob(custom, namespace, name)
+        raise TrainingError(
+            f"TrainJob {where} did not finish within {config.trainjob.timeout_s:g} s (trainjob.timeout_s); it was deleted"
+        )
+    log.info("TrainJob %s complete", where)
+    return result
+
+
+def _create_or_adopt(custom: k8s.CustomObjectsApi, namespace: str, job: dict[str, Any]) -> dict[str, Any]:
+    """Create the job; adopt a running or complete one of the same name, replace a failed one."""
+    name = job["metadata"]["name"]
+    try:
+        return custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, job)
+    except ApiException as error:
+        if error.status != 409:
+            raise
+    existing = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    if trainjob_condition(existing, "Failed") is None:
+        log.info("TrainJob %s/%s exists from a previous attempt: adopting it", namespace, name)
+        return existing
+    log.info("TrainJob %s/%s of a previous attempt failed: creating it anew", namespace, name)
+    _delete_trainjob(custom, namespace, name)
+
+    def gone() -> bool | None:
+        try:
+            custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        except ApiException as error:
+            if error.status == 404:
+                return True
+            raise
+        return None
+
+    deleted = wait_for(
+        gone,
+        timeout_s=DELETE_TIMEOUT_S,
+        interval_s=2.0,
+        action=f"deleting TrainJob {namespace}/{name}",
+        error_type=TrainingError,
+    )
+    if not deleted:
+        raise TrainingError(f"the failed TrainJob {namespace}/{name} was not deleted within {DELETE_TIMEOUT_S:g} s")
+    return custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, job)
+
+
+def _delete_trainjob(custom: k8s.CustomObjectsApi, namespace: str, name: str) -> None:
+    """Delete the job with its JobSet and pods (foreground); already gone is fine."""
+
+    def delete(name: str, namespace: str, **options: Any) -> None:
+        custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, **options)
+
+    delete_if_present(delete, name, namespace, propagation="Foreground")

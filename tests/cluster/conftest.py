@@ -1,0 +1,51 @@
+"""Fixtures of the cluster tests: a scripted API behind the real client, a virtual clock, a config."""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import pytest
+
+from selflengthen.cluster import objects
+from selflengthen.config import RunConfig, apply_override, parse_config
+from tests.cluster.fake_kube import FakeKubeAPI, VirtualClock
+
+NAMESPACE = "ns1"
+
+
+def cluster_config(**overrides: Any) -> RunConfig:
+    """A run configured for the cluster; ``overrides`` are dotted keys with "__" for ".": serving__cluster__gpus=2."""
+    data: dict[str, Any] = {
+        "run_id": "demo",
+        "workdir": "s3://runs/demo",
+        "model": {"base": "s3://models/base"},
+        "storage": {"s3_endpoint": "minio.ns1.svc:9000", "s3_secure": False},
+        "serving": {"generator": {"model": "gen"}, "extender": {"model": "ext"}, "cluster": {"ready_timeout_s": 10}},
+        "trainjob": {"mode": "trainjob", "timeout_s": 60, "gpus_per_node": 4, "num_nodes": 2},
+        "pipeline": {"namespace": NAMESPACE},
+    }
+    for key, value in overrides.items():
+        apply_override(data, key.replace("__", "."), value)
+    return parse_config(data)
+
+
+@pytest.fixture
+def kube() -> Iterator[FakeKubeAPI]:
+    api = FakeKubeAPI()
+    yield api
+    api.assert_done()
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> VirtualClock:
+    """Polling loops run on virtual time: sleeping advances the clock and takes no time."""
+    virtual = VirtualClock()
+    monkeypatch.setattr(objects, "time", virtual)
+    return virtual
+
+
+@pytest.fixture(autouse=True)
+def _no_pipeline_pod(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests decide whether a pipeline pod is known (env POD_NAME / POD_UID / POD_NAMESPACE)."""
+    for name in ("POD_NAME", "POD_UID", "POD_NAMESPACE"):
+        monkeypatch.delenv(name, raising=False)

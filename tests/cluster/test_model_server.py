@@ -1,0 +1,473 @@
+"""The serve and teardown steps on Kubernetes: the vLLM Deployment + Service, and the API calls."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+import urllib3
+
+from selflengthen.cluster.objects import to_manifest
+from selflengthen.errors import EndpointError
+from selflengthen.serving.cluster import build_model_server, serve_role_in_cluster, teardown_role_in_cluster
+from tests.cluster.conftest import NAMESPACE, cluster_config
+from tests.cluster.fake_kube import FakeKubeAPI, echo, status
+from tests.fixtures.k8s_validation import validate_object
+
+NAME = "sl-demo-generator-it1"
+SERVICES = f"/api/v1/namespaces/{NAMESPACE}/services"
+DEPLOYMENTS = f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments"
+PODS = f"/api/v1/namespaces/{NAMESPACE}/pods"
+SELECTOR_ALL = "selflengthen.io/run-id=demo,app.kubernetes.io/component=model-server"
+SELECTOR_ONE = f"{SELECTOR_ALL},selflengthen.io/role=generator,selflengthen.io/iteration=1"
+
+
+def manifest(obj: Any) -> dict[str, Any]:
+    return json.loads(json.dumps(to_manifest(obj)))
+
+
+def pod_spec(server) -> dict[str, Any]:
+    return manifest(server.deployment)["spec"]["template"]["spec"]
+
+
+def containers(server) -> dict[str, dict[str, Any]]:
+    spec = pod_spec(server)
+    return {container["name"]: container for container in spec["containers"] + spec.get("initContainers", [])}
+
+
+# --------------------------------------------------------------------------- the objects
+
+
+def test_base_model_from_s3_is_fetched_by_an_init_container_and_served_under_the_role_name():
+    config = cluster_config()
+    server = build_model_server(config, "generator", 1, "s3://models/base")
+    vllm, fetch = containers(server)["vllm"], containers(server)["fetch-model"]
+    assert vllm["image"] == config.serving.cluster.image
+    assert vllm["command"] == ["python3", "-m", "vllm.entrypoints.openai.api_server"]
+    assert vllm["args"] == [
+        "--model", "/models/base", "--served-model-name", "gen", "--host", "0.0.0.0", "--port", "8000",
+        "--max-model-len", "32768", "--tensor-parallel-size", "1", "--gpu-memory-utilization", "0.9",
+    ]  # fmt: skip
+    assert fetch["command"] == ["python", "-m", "selflengthen.cluster.fetch"]
+    assert fetch["args"] == ["s3://models/base=/models/base"]
+    assert fetch["image"] == config.pipeline.image
+    assert server.base_url == f"http://{NAME}.{NAMESPACE}.svc:8000/v1"
+    assert server.served_model == "gen"
+
+
+def test_an_adapter_is_served_by_the_role_name_over_the_base():
+    config = cluster_config(training__lora__r=24)
+    server = build_model_server(
+        config, "extender", 2, "s3://models/base", "s3://runs/demo/iteration-1/train/extender/adapter"
+    )
+    vllm, fetch = containers(server)["vllm"], containers(server)["fetch-model"]
+    args = vllm["args"]
+    assert args[args.index("--served-model-name") + 1] == "ext-base"
+    assert args[args.index("--enable-lora") :] == [
+        "--enable-lora", "--lora-modules", "ext=/models/adapter", "--max-lora-rank", "32",
+    ]  # fmt: skip
+    assert fetch["args"] == [
+        "s3://models/base=/models/base",
+        "s3://runs/demo/iteration-1/train/extender/adapter=/models/adapter",
+    ]
+
+
+def test_a_hub_model_is_downloaded_by_vllm_with_the_token_from_its_secret():
+    config = cluster_config(serving__cluster__hf_token_secret="hf")
+    server = build_model_server(config, "generator", 1, "Qwen/Qwen2.5-7B-Instruct")
+    spec = pod_spec(server)
+    assert "initContainers" not in spec
+    vllm = spec["containers"][0]
+    assert vllm["args"][:2] == ["--model", "Qwen/Qwen2.5-7B-Instruct"]
+    env = {item["name"]: item for item in vllm["env"]}
+    assert env["HF_TOKEN"]["valueFrom"] == {"secretKeyRef": {"name": "hf", "key": "HF_TOKEN"}}
+    assert "HF_HUB_OFFLINE" not in env
+
+
+@pytest.mark.parametrize(
+    ("model", "adapter", "message"),
+    [
+        ("/data/models/base", None, "path on the pipeline pod"),
+        ("file:///models/base", None, "path on the pipeline pod"),
+        ("s3://models/base", "/tmp/adapter", "path on the pipeline pod"),
+        ("s3://models/base", "Org/some-adapter", "must be on object storage"),
+    ],
+)
+def test_models_that_pods_cannot_read_are_refused(model, adapter, message):
+    with pytest.raises(EndpointError, match=message):
+        build_model_server(cluster_config(), "generator", 1, model, adapter)
+
+
+def test_a_lora_rank_vllm_cannot_serve_is_refused():
+    with pytest.raises(EndpointError, match="training.lora.r = 1024"):
+        build_model_server(cluster_config(training__lora__r=1024), "generator", 1, "s3://m/b", "s3://m/adapter")
+
+
+def test_pods_run_non_root_without_capabilities_on_a_read_only_root():
+    server = build_model_server(cluster_config(), "generator", 1, "s3://models/base", "s3://m/adapter")
+    spec = pod_spec(server)
+    assert spec["securityContext"] == {
+        "runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }  # fmt: skip
+    assert spec["automountServiceAccountToken"] is False
+    for container in containers(server).values():
+        assert container["securityContext"] == {
+            "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "privileged": False,
+            "readOnlyRootFilesystem": True, "runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001,
+        }  # fmt: skip
+        mounts = {mount["mountPath"]: mount for mount in container["volumeMounts"]}
+        assert "/tmp" in mounts, "HOME and the caches need a writable folder"
+    env = {item["name"]: item.get("value") for item in containers(server)["vllm"]["env"]}
+    assert env["HOME"] == "/tmp" and env["USER"] == "vllm"
+    volumes = {volume["name"]: volume for volume in spec["volumes"]}
+    assert volumes["shm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "16Gi"}
+    assert volumes["models"]["emptyDir"] == {} and volumes["scratch"]["emptyDir"] == {}
+    assert containers(server)["vllm"]["volumeMounts"][0] == {"name": "models", "mountPath": "/models", "readOnly": True}
+
+
+def test_probes_resources_and_placement():
+    config = cluster_config(
+        serving__cluster__gpus=2,
+        serving__cluster__tensor_parallel_size=2,
+        serving__cluster__node_selector={"nvidia.com/gpu.product": "H100"},
+        serving__cluster__tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        serving__cluster__ready_timeout_s=600,
+    )
+    server = build_model_server(config, "generator", 1, "s3://models/base")
+    spec = pod_spec(server)
+    vllm = spec["containers"][0]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert vllm[probe]["httpGet"] == {"path": "/health", "port": "http"}
+    assert vllm["startupProbe"]["periodSeconds"] * vllm["startupProbe"]["failureThreshold"] == 600
+    assert vllm["resources"]["limits"] == {"cpu": "8", "memory": "64Gi", "nvidia.com/gpu": "2"}
+    assert vllm["resources"]["requests"] == vllm["resources"]["limits"]
+    assert vllm["args"][vllm["args"].index("--tensor-parallel-size") + 1] == "2"
+    assert spec["nodeSelector"] == {"nvidia.com/gpu.product": "H100"}
+    assert spec["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    deployment = manifest(server.deployment)["spec"]
+    assert deployment["strategy"] == {"type": "Recreate"}
+    assert deployment["progressDeadlineSeconds"] == 600
+
+
+def test_labels_select_the_run_role_and_iteration():
+    server = build_model_server(cluster_config(), "generator", 1, "s3://models/base")
+    deployment, service = manifest(server.deployment), manifest(server.service)
+    labels = {
+        "app.kubernetes.io/name": "vllm",
+        "app.kubernetes.io/instance": NAME,
+        "app.kubernetes.io/component": "model-server",
+        "app.kubernetes.io/part-of": "selflengthen",
+        "app.kubernetes.io/managed-by": "selflengthen",
+        "selflengthen.io/run-id": "demo",
+        "selflengthen.io/role": "generator",
+        "selflengthen.io/iteration": "1",
+    }
+    assert deployment["metadata"]["labels"] == labels == service["metadata"]["labels"]
+    assert deployment["spec"]["template"]["metadata"]["labels"] == labels
+    assert deployment["spec"]["selector"] == {"matchLabels": {"app.kubernetes.io/instance": NAME}}
+    assert service["spec"]["selector"] == {"app.kubernetes.io/instance": NAME}
+    assert service["spec"]["ports"] == [{"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP"}]
+
+
+def test_credentials_come_from_secrets_and_never_appear_in_the_spec():
+    config = cluster_config(pipeline__api_key_secret="api-key", storage__access_key_env="S3_KEY")
+    server = build_model_server(config, "generator", 1, "s3://models/base", "s3://m/adapter")
+    fetch_env = {item["name"]: item for item in containers(server)["fetch-model"]["env"]}
+    assert fetch_env["S3_KEY"]["valueFrom"] == {"secretKeyRef": {"name": "selflengthen-s3", "key": "AWS_ACCESS_KEY_ID"}}
+    assert fetch_env["AWS_SECRET_ACCESS_KEY"]["valueFrom"] == {
+        "secretKeyRef": {"name": "selflengthen-s3", "key": "AWS_SECRET_ACCESS_KEY"}
+    }
+    assert json.loads(fetch_env["SELFLENGTHEN_STORAGE_CONFIG"]["value"])["s3_endpoint"] == "minio.ns1.svc:9000"
+    vllm_env = {item["name"]: item for item in containers(server)["vllm"]["env"]}
+    assert vllm_env["VLLM_API_KEY"]["valueFrom"] == {"secretKeyRef": {"name": "api-key", "key": "SELFLENGTHEN_API_KEY"}}
+    credentials = {"S3_KEY", "AWS_SECRET_ACCESS_KEY", "VLLM_API_KEY"}
+    for container in containers(server).values():
+        assert "--api-key" not in container.get("args", [])
+        for item in container["env"]:
+            assert item["name"] not in credentials or set(item) == {"name", "valueFrom"}, item
+
+
+def test_long_run_ids_give_valid_dns_names():
+    run_id = "a-very-long-run-identifier-that-goes-on-and-on-and-on-until-63"
+    server = build_model_server(cluster_config(run_id=run_id), "extender", 12, "s3://models/base")
+    assert len(server.name) <= 63 and re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", server.name)
+    other = build_model_server(cluster_config(run_id=run_id), "extender", 13, "s3://models/base")
+    assert other.name != server.name
+
+
+def test_the_objects_are_valid_kubernetes_objects():
+    config = cluster_config(
+        pipeline__api_key_secret="k", serving__cluster__tolerations=[{"key": "gpu", "operator": "Exists"}]
+    )
+    server = build_model_server(config, "generator", 1, "s3://models/base", "s3://m/adapter")
+    validate_object(manifest(server.deployment))
+    validate_object(manifest(server.service))
+
+
+def test_the_pipeline_pod_owns_the_objects_when_it_is_known(monkeypatch):
+    from selflengthen.cluster.objects import pipeline_pod_owner
+
+    monkeypatch.setenv("POD_NAME", "run-abc-serve")
+    monkeypatch.setenv("POD_UID", "1234-5678")
+    owner = pipeline_pod_owner(NAMESPACE)
+    server = build_model_server(cluster_config(), "generator", 1, "s3://models/base", owner=owner)
+    assert manifest(server.deployment)["metadata"]["ownerReferences"] == [
+        {"apiVersion": "v1", "kind": "Pod", "name": "run-abc-serve", "uid": "1234-5678", "blockOwnerDeletion": False}
+    ]
+    monkeypatch.setenv("POD_NAMESPACE", "kubeflow-user")
+    assert pipeline_pod_owner(NAMESPACE) is None, "owner references cannot cross namespaces"
+    monkeypatch.delenv("POD_UID")
+    monkeypatch.delenv("POD_NAMESPACE")
+    assert pipeline_pod_owner(NAMESPACE) is None
+
+
+# --------------------------------------------------------------------------- the API calls
+
+
+def deployment_state(config, *, ready: bool, conditions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    body = manifest(build_model_server(config, "generator", 1, "s3://models/base").deployment)
+    body["metadata"]["generation"] = 1
+    body["status"] = {
+        "observedGeneration": 1,
+        "replicas": 1,
+        "updatedReplicas": 1,
+        "availableReplicas": 1 if ready else 0,
+    }
+    if conditions:
+        body["status"]["conditions"] = conditions
+    return body
+
+
+def pod_list(*statuses: dict[str, Any], conditions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    pod = {
+        "metadata": {"name": f"{NAME}-7d9f-abcde"},
+        "spec": {"containers": [{"name": "vllm"}]},
+        "status": {"containerStatuses": list(statuses), "conditions": conditions or []},
+    }
+    return {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": [pod]}
+
+
+def waiting(reason: str, message: str = "", last_words: str | None = None) -> dict[str, Any]:
+    """A container status waiting for ``reason``; ``last_words``: the termination message of its last run."""
+    state: dict[str, Any] = {"name": "vllm", "image": "x", "imageID": "", "ready": False, "restartCount": 2}
+    state["state"] = {"waiting": {"reason": reason, "message": message}}
+    if last_words is not None:
+        state["lastState"] = {"terminated": {"exitCode": 1, "message": last_words}}
+    return state
+
+
+def test_serve_creates_the_objects_waits_until_ready_and_returns_the_url(kube: FakeKubeAPI, clock, monkeypatch):
+    monkeypatch.setenv("POD_NAME", "run-abc-serve")
+    monkeypatch.setenv("POD_UID", "1234")
+    config = cluster_config()
+    kube.reply("POST", SERVICES, 201, echo(uid="s1"))
+    kube.reply("POST", DEPLOYMENTS, 201, echo(uid="d1", generation=1))
+    kube.reply("GET", f"{DEPLOYMENTS}/{NAME}", 200, deployment_state(config, ready=False))
+    kube.reply("GET", PODS, 200, pod_list(waiting("ContainerCreating")))
+    kube.reply("GET", f"{DEPLOYMENTS}/{NAME}", 200, deployment_state(config, ready=True))
+
+    url = serve_role_in_cluster(
+        config, "generator", 1, "s3://models/base", api_client=kube.api_client, poll_interval_s=5
+    )
+
+    assert url == f"http://{NAME}.{NAMESPACE}.svc:8000/v1"
+    server = build_model_server(config, "generator", 1, "s3://models/base")
+    service_body, deployment_body = kube.requests[0].body, kube.requests[1].body
+    owner = [{"apiVersion": "v1", "kind": "Pod", "name": "run-abc-serve", "uid": "1234", "blockOwnerDeletion": False}]
+    assert service_body["metadata"].pop("ownerReferences") == owner
+    assert deployment_body["metadata"].pop("ownerReferences") == owner
+    assert service_body == manifest(server.service)
+    assert deployment_body == manifest(server.deployment)
+    assert kube.requests[3].query == {"labelSelector": f"app.kubernetes.io/instance={NAME}"}
+    assert clock.now == 5
+
+
+def test_serve_again_replaces_the_objects_of_a_previous_attempt(kube: FakeKubeAPI, clock):
+    config = cluster_config()
+    kube.reply("POST", SERVICES, 409, status(409, "AlreadyExists", f'services "{NAME}" already exists'))
+    kube.reply("PUT", f"{SERVICES}/{NAME}", 200, echo())
+    kube.reply("POST", DEPLOYMENTS, 409, status(409, "AlreadyExists", f'deployments.apps "{NAME}" already exists'))
+    kube.reply("PUT", f"{DEPLOYMENTS}/{NAME}", 200, echo(generation=2))
+    kube.reply("GET", f"{DEPLOYMENTS}/{NAME}", 200, deployment_state(config, ready=True))
+
+    serve_role_in_cluster(config, "generator", 1, "s3://models/base", api_client=kube.api_client)
+
+    server = build_model_server(config, "generator", 1, "s3://models/base")
+    assert kube.requests[1].body == manifest(server.service)
+    assert kube.requests[3].body == manifest(server.deployment)
+
+
+def test_a_forbidden_create_names_the_object_and_rbac(kube: FakeKubeAPI):
+    message = 'services is forbidden: User "system:serviceaccount:ns1:default" cannot create resource "services"'
+    kube.reply("POST", SERVICES, 403, status(403, "Forbidden", message))
+    with pytest.raises(EndpointError) as raised:
+        serve_role_in_cluster(cluster_config(), "generator", 1, "s3://models/base", api_client=kube.api_client)
+    text = str(raised.value)
+    assert f"creating Service {NAMESPACE}/{NAME}" in text and "HTTP 403" in text and "RBAC" in text
+    assert 'cannot create resource "services"' in text
+
+
+def test_a_conflicting_replace_is_a_clear_error(kube: FakeKubeAPI):
+    kube.reply("POST", SERVICES, 201, echo())
+    kube.reply("POST", DEPLOYMENTS, 409, status(409, "AlreadyExists", "already exists"))
+    kube.reply(
+        "PUT",
+        f"{DEPLOYMENTS}/{NAME}",
+        409,
+        status(409, "Conflict", "the object has been modified; please apply your changes to the latest version"),
+    )
+    with pytest.raises(
+        EndpointError, match=r"creating Deployment ns1/sl-demo-generator-it1: HTTP 409 - conflict.*has been modified"
+    ):
+        serve_role_in_cluster(cluster_config(), "generator", 1, "s3://models/base", api_client=kube.api_client)
+
+
+def test_an_invalid_object_names_the_fields(kube: FakeKubeAPI):
+    causes = [
+        {
+            "reason": "FieldValueInvalid",
+            "message": 'Invalid value: "64GB"',
+            "field": "spec.template.spec.containers[0].resources.limits[memory]",
+        }
+    ]
+    kube.reply("POST", SERVICES, 201, echo())
+    kube.reply("POST", DEPLOYMENTS, 422, status(422, "Invalid", "Deployment.apps is invalid", causes))
+    with pytest.raises(EndpointError, match=r"HTTP 422 .*invalid.*resources\.limits\[memory\]: Invalid value"):
+        serve_role_in_cluster(cluster_config(), "generator", 1, "s3://models/base", api_client=kube.api_client)
+
+
+def test_an_unreachable_api_server_is_a_clear_error(kube: FakeKubeAPI):
+    kube.fail("POST", SERVICES, urllib3.exceptions.MaxRetryError(None, "/api", "Connection refused"))
+    with pytest.raises(EndpointError, match="could not be reached"):
+        serve_role_in_cluster(cluster_config(), "generator", 1, "s3://models/base", api_client=kube.api_client)
+
+
+def expect_teardown(kube: FakeKubeAPI, *, selector: str = SELECTOR_ONE) -> None:
+    kube.reply(
+        "GET",
+        DEPLOYMENTS,
+        200,
+        {"kind": "DeploymentList", "apiVersion": "apps/v1", "metadata": {}, "items": [{"metadata": {"name": NAME}}]},
+    )
+    kube.reply("DELETE", f"{DEPLOYMENTS}/{NAME}", 200, status(200, "", "deleted"))
+    kube.reply(
+        "GET",
+        SERVICES,
+        200,
+        {"kind": "ServiceList", "apiVersion": "v1", "metadata": {}, "items": [{"metadata": {"name": NAME}}]},
+    )
+    kube.reply("DELETE", f"{SERVICES}/{NAME}", 200, status(200, "", "deleted"))
+
+
+def test_a_crashing_server_fails_at_once_with_its_last_words_and_is_deleted(kube: FakeKubeAPI, clock):
+    config = cluster_config()
+    kube.reply("POST", SERVICES, 201, echo())
+    kube.reply("POST", DEPLOYMENTS, 201, echo(generation=1))
+    kube.reply("GET", f"{DEPLOYMENTS}/{NAME}", 200, deployment_state(config, ready=False))
+    crash = waiting(
+        "CrashLoopBackOff", "back-off 20s restarting failed container", "torch.OutOfMemoryError: CUDA out of memory\n"
+    )
+    kube.reply("GET", PODS, 200, pod_list(crash))
+    expect_teardown(kube)
+
+    with pytest.raises(EndpointError) as raised:
+        serve_role_in_cluster(config, "generator", 1, "s3://models/base", api_client=kube.api_client)
+    assert "cannot start" in str(raised.value) and "CrashLoopBackOff" in str(raised.value)
+    assert "last exit code 1: torch.OutOfMemoryError: CUDA out of memory" in str(raised.value)
+    assert kube.requests[-4].query == {"labelSelector": SELECTOR_ONE}
+    assert kube.requests[-3].query == {"propagationPolicy": "Background"}
+
+
+def test_a_missing_secret_fails_at_once(kube: FakeKubeAPI, clock):
+    config = cluster_config()
+    kube.reply("POST", SERVICES, 201, echo())
+    kube.reply("POST", DEPLOYMENTS, 201, echo(generation=1))
+    kube.reply("GET", f"{DEPLOYMENTS}/{NAME}", 200, deployment_state(config, ready=False))
+    kube.reply("GET", PODS, 200, pod_list(waiting("CreateContainerConfigError", 'secret "selflengthen-s3" not found')))
+    expect_teardown(kube)
+    with pytest.raises(EndpointError, match='CreateContainerConfigError: secret "selflengthen-s3" not found'):
+        serve_role_in_cluster(config, "generator", 1, "s3://models/base", api_client=kube.api_client)
+
+
+def test_a_server_that_never_gets_ready_times_out_with_the_pod_states(kube: FakeKubeAPI, clock):
+    config = cluster_config(serving__cluster__ready_timeout_s=10)
+    unschedulable = [
+        {
+            "type": "PodScheduled",
+            "status": "False",
+            "reason": "Unschedulable",
+            "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.",
+        }
+    ]
+    kube.reply("POST", SERVICES, 201, echo())
+    kube.reply("POST", DEPLOYMENTS, 201, echo(generation=1))
+    for _ in range(3):  # t = 0, 5, 10
+        kube.reply("GET", f"{DEPLOYMENTS}/{NAME}", 200, deployment_state(config, ready=False))
+        kube.reply("GET", PODS, 200, pod_list(conditions=unschedulable))
+    kube.reply("GET", PODS, 200, pod_list(conditions=unschedulable))
+    expect_teardown(kube)
+
+    with pytest.raises(EndpointError) as raised:
+        serve_role_in_cluster(config, "generator", 1, "s3://models/base", api_client=kube.api_client, poll_interval_s=5)
+    assert "not ready after 10 s (serving.cluster.ready_timeout_s)" in str(raised.value)
+    assert "unschedulable: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu." in str(raised.value)
+    assert clock.now == 10
+
+
+def test_a_passed_progress_deadline_fails(kube: FakeKubeAPI, clock):
+    config = cluster_config()
+    deadline = [
+        {
+            "type": "Progressing",
+            "status": "False",
+            "reason": "ProgressDeadlineExceeded",
+            "message": f'ReplicaSet "{NAME}-7d9f" has timed out progressing.',
+        }
+    ]
+    kube.reply("POST", SERVICES, 201, echo())
+    kube.reply("POST", DEPLOYMENTS, 201, echo(generation=1))
+    kube.reply("GET", f"{DEPLOYMENTS}/{NAME}", 200, deployment_state(config, ready=False, conditions=deadline))
+    pulling = pod_list(waiting("ImagePullBackOff", 'Back-off pulling image "vllm/vllm-openai"'))
+    kube.reply("GET", PODS, 200, pulling)
+    kube.reply("GET", PODS, 200, pulling)
+    expect_teardown(kube)
+    with pytest.raises(EndpointError, match=r"has timed out progressing.*ImagePullBackOff"):
+        serve_role_in_cluster(config, "generator", 1, "s3://models/base", api_client=kube.api_client)
+
+
+def test_transient_api_errors_while_waiting_are_retried(kube: FakeKubeAPI, clock):
+    config = cluster_config()
+    kube.reply("POST", SERVICES, 201, echo())
+    kube.reply("POST", DEPLOYMENTS, 201, echo(generation=1))
+    kube.reply("GET", f"{DEPLOYMENTS}/{NAME}", 503, status(503, "ServiceUnavailable", "etcd leader changed"))
+    kube.reply("GET", f"{DEPLOYMENTS}/{NAME}", 200, deployment_state(config, ready=True))
+    assert serve_role_in_cluster(config, "generator", 1, "s3://models/base", api_client=kube.api_client).endswith("/v1")
+
+
+def test_teardown_deletes_by_labels_and_tolerates_what_is_gone(kube: FakeKubeAPI):
+    expect_teardown(kube)
+    assert teardown_role_in_cluster(cluster_config(), "generator", 1, api_client=kube.api_client) == [
+        f"Deployment/{NAME}",
+        f"Service/{NAME}",
+    ]
+    assert kube.requests[0].query == {"labelSelector": SELECTOR_ONE}
+
+    kube.reply(
+        "GET",
+        DEPLOYMENTS,
+        200,
+        {"kind": "DeploymentList", "apiVersion": "apps/v1", "metadata": {}, "items": [{"metadata": {"name": NAME}}]},
+    )
+    kube.reply("DELETE", f"{DEPLOYMENTS}/{NAME}", 404, status(404, "NotFound", "not found"))
+    kube.reply("GET", SERVICES, 200, {"kind": "ServiceList", "apiVersion": "v1", "metadata": {}, "items": []})
+    assert teardown_role_in_cluster(cluster_config(), api_client=kube.api_client) == []
+    assert kube.requests[4].query == {"labelSelector": SELECTOR_ALL}
+
+
+def test_teardown_without_permission_is_a_clear_error(kube: FakeKubeAPI):
+    kube.reply("GET", DEPLOYMENTS, 403, status(403, "Forbidden", 'cannot list resource "deployments"'))
+    with pytest.raises(EndpointError, match=r"deleting model servers .* in namespace ns1: HTTP 403 - forbidden"):
+        teardown_role_in_cluster(cluster_config(), "generator", 1, api_client=kube.api_client)

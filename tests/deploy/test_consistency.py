@@ -1,0 +1,138 @@
+"""One truth for image pins and for the names the config, the manifests and the chart share."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from selflengthen.cluster import trainjob
+from selflengthen.config import ClusterServerConfig, PipelineConfig, TrainJobConfig
+from selflengthen.serving import cluster as serving_cluster
+from tests.deploy.conftest import CHART, MANIFESTS, ROOT
+
+IMAGES = ROOT / "images"
+SKIPPED_DIRS = {
+    ".git",
+    ".venv",
+    ".cache",
+    "tests",
+    "__pycache__",
+    ".pytest_cache",
+    "runs",
+    "build",
+    "dist",
+    "node_modules",
+}
+TEXT_SUFFIXES = {".py", ".yaml", ".yml", ".json", ".md", ".txt", ".env", ".sh", ".tpl", ".toml", ".cfg"}
+
+
+def pins() -> dict[str, str]:
+    lines = (IMAGES / "versions.env").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+def chart_values() -> dict:
+    return yaml.safe_load((CHART / "values.yaml").read_text())
+
+
+def manifest(path: str) -> list[dict]:
+    return [obj for obj in yaml.safe_load_all((MANIFESTS / path).read_text()) if obj]
+
+
+def repository_files() -> list[Path]:
+    files = []
+    for path in ROOT.rglob("*"):
+        relative = path.relative_to(ROOT)
+        if any(part in SKIPPED_DIRS or part.endswith(".egg-info") for part in relative.parts) or not path.is_file():
+            continue
+        if path.suffix in TEXT_SUFFIXES or path.name.startswith("Dockerfile"):
+            files.append(path)
+    return files
+
+
+def test_versions_env_is_plain_key_value_lines():
+    for line in (IMAGES / "versions.env").read_text().splitlines():
+        assert not line or line.startswith("#") or re.fullmatch(r"[A-Z0-9_]+=[^\s'\"]+", line), line
+
+
+def test_config_defaults_use_the_pinned_images():
+    assert ClusterServerConfig().image == pins()["VLLM_IMAGE"]
+    assert TrainJobConfig().image == pins()["TRAINER_IMAGE"]
+    assert PipelineConfig().image == pins()["RUNTIME_IMAGE"]
+
+
+def test_chart_values_use_the_pinned_images():
+    assert chart_values()["trainer"]["image"] == pins()["TRAINER_IMAGE"]
+    assert chart_values()["minio"]["image"] == pins()["MINIO_IMAGE"]
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile.runtime", "Dockerfile.trainer"])
+def test_dockerfile_arguments_default_to_the_pins(dockerfile):
+    arguments = dict(re.findall(r"^ARG ([A-Z0-9_]+)=(\S+)$", (IMAGES / dockerfile).read_text(), re.MULTILINE))
+    assert arguments, "the Dockerfile takes its versions as ARGs"
+    for name, default in arguments.items():
+        assert pins().get(name) == default, f"{dockerfile}: ARG {name}={default}, versions.env says {pins().get(name)}"
+
+
+def test_every_image_reference_in_the_repository_is_the_pinned_one():
+    references = {key: value for key, value in pins().items() if key.endswith("_IMAGE")}
+    patterns = {
+        key: re.compile(rf"(?<![\w/.-]){re.escape(value.rsplit(':', 1)[0])}:[A-Za-z0-9._-]+")
+        for key, value in references.items()
+    }
+    found = 0
+    for path in repository_files():
+        text = path.read_text(errors="replace")
+        for key, pattern in patterns.items():
+            for match in pattern.finditer(text):
+                found += 1
+                assert match.group(0) == references[key], (
+                    f"{path.relative_to(ROOT)}: {match.group(0)} is not {references[key]} ({key})"
+                )
+    assert found >= len(references)
+
+
+def test_the_chart_and_manifests_name_what_the_config_expects():
+    values = chart_values()
+    pipeline, training = PipelineConfig(), TrainJobConfig()
+    assert values["runner"]["serviceAccount"]["name"] == pipeline.service_account
+    assert values["storage"]["secretName"] == pipeline.storage_secret
+    assert values["trainer"]["runtime"]["name"] == training.runtime
+    (account,) = manifest("base/serviceaccount.yaml")
+    assert account["metadata"]["name"] == pipeline.service_account
+    (runtime,) = manifest("base/trainingruntime.yaml")
+    assert (runtime["kind"], runtime["metadata"]["name"]) == (training.runtime_kind, training.runtime)
+    (node,) = runtime["spec"]["template"]["spec"]["replicatedJobs"]
+    assert node["name"] == trainjob.NODE
+    assert [container["name"] for container in node["template"]["spec"]["template"]["spec"]["containers"]] == [
+        trainjob.NODE
+    ]
+    assert (
+        node["template"]["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] == trainjob.COMPONENT
+    )
+    minio = next(obj for obj in manifest("components/minio/deployment.yaml"))
+    secrets = {
+        item["valueFrom"]["secretKeyRef"]["name"] for item in minio["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert secrets == {pipeline.storage_secret}
+
+
+def test_network_policies_match_the_model_servers():
+    policy = next(
+        obj for obj in manifest("base/networkpolicy.yaml") if obj["metadata"]["name"] == "selflengthen-model-server"
+    )
+    assert policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == serving_cluster.COMPONENT
+    assert policy["spec"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": serving_cluster.PORT}]
+
+
+def test_the_argocd_application_deploys_the_prod_overlay():
+    (application,) = manifest("argocd/application.yaml")
+    assert (application["apiVersion"], application["kind"]) == ("argoproj.io/v1alpha1", "Application")
+    source, destination = application["spec"]["source"], application["spec"]["destination"]
+    assert (ROOT / source["path"] / "kustomization.yaml").is_file()
+    prod = yaml.safe_load((ROOT / source["path"] / "kustomization.yaml").read_text())
+    assert destination["namespace"] == prod["namespace"]
+    assert application["spec"]["syncPolicy"]["automated"] == {"prune": True, "selfHeal": True}
