@@ -9,7 +9,6 @@ from typing import Any, Callable
 import pytest
 import yaml
 
-from tests.fixtures.k8s_tools import checkov_bin, hadolint_bin, helm_bin, k8s_tools_bin, kubectl_bin  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "selflengthen"
