@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import typer
 
 from selflengthen.cli.common import ConfigOption, SetOption, handle_errors, load_run_config
-from selflengthen.evaluation.benchmarks import load_benchmark
+from selflengthen.evaluation.benchmarks import BenchmarkName, load_benchmark
+from selflengthen.evaluation.judge import RubricName
 from selflengthen.evaluation.runner import generate_predictions, length_report, quality_report, write_jsonl
 from selflengthen.storage import get_storage
-
-Benchmark = Literal["longen", "longbench-write", "longwrite-ruler"]
-Rubric = Literal["longbench-write", "self-lengthen"]
 
 eval_app = typer.Typer(no_args_is_help=True, help="Evaluate a model: answer a benchmark, score length following and quality.")
 
@@ -46,14 +44,19 @@ def _report(summary: dict[str, Any], as_json: bool) -> None:
 @eval_app.command("generate")
 @handle_errors
 def generate_command(
-    benchmark: Benchmark = BenchmarkOption,
+    benchmark: BenchmarkName = BenchmarkOption,
     benchmark_file: str = typer.Option(
-        None, "--benchmark-file", "-f", help="local path, s3:// or hf://datasets/<owner>/<repo>/<file> (default: eval.benchmark_files)"
+        None,
+        "--benchmark-file",
+        "-f",
+        help="local path, s3:// or hf://datasets/<owner>/<repo>/<file> (default: eval.benchmark_files, else the packaged copy)",
     ),
     endpoint: str = typer.Option(..., "--endpoint", "-e", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1"),
     model: str = typer.Option(..., "--model", "-m", help="model name the server knows"),
     output: str = typer.Option(..., "--output", "-o", help="predictions dataset prefix (local path or s3://); reruns resume"),
-    max_prompts: int = typer.Option(None, "--max-prompts", min=1, help="answer only the first N prompts (default: eval.max_prompts)"),
+    max_prompts: int = typer.Option(
+        None, "--max-prompts", min=1, help="answer only the first N prompts (default: eval.max_prompts)"
+    ),
     config: Path = ConfigOption,
     overrides: list[str] = SetOption,
 ) -> None:
@@ -64,20 +67,23 @@ def generate_command(
     rows = load_benchmark(storage, benchmark, source, max_prompts=max_prompts or cfg.eval.max_prompts)
     target = cfg.serving.generator.model_copy(update={"base_url": endpoint, "model": model})
     result = generate_predictions(cfg, benchmark, rows, endpoint=target, output=output, storage=storage)
-    summary = {"output": result.output_uri, "predictions": result.manifest.count, "skipped": result.skipped}
-    typer.echo(json.dumps({**summary, "metrics": result.manifest.metrics}, ensure_ascii=False))
+    manifest = result.manifest
+    summary = {"output": result.output_uri, "predictions": manifest.count, "skipped": result.skipped, "metrics": manifest.metrics}
+    typer.echo(json.dumps(summary, ensure_ascii=False))
 
 
 @eval_app.command("length")
 @handle_errors
 def length_command(
-    benchmark: Benchmark = BenchmarkOption,
+    benchmark: BenchmarkName = BenchmarkOption,
     predictions: str = PredictionsOption,
     as_json: bool = JsonOption,
     per_prompt: str = PerPromptOption,
+    config: Path = ConfigOption,
+    overrides: list[str] = SetOption,
 ) -> None:
     """Length-following scores (0-100): LonGen per type, language and range; S_l per length bucket."""
-    storage = get_storage()
+    storage = get_storage(load_run_config(config, overrides).storage)
     report = length_report(storage, benchmark, predictions)
     if per_prompt:
         write_jsonl(storage, per_prompt, report.prompts)
@@ -90,7 +96,7 @@ def quality_command(
     predictions: str = PredictionsOption,
     judge_endpoint: str = typer.Option(..., "--judge-endpoint", help="OpenAI-compatible base URL of the judge"),
     judge_model: str = typer.Option(..., "--judge-model", help="judge model name the server knows"),
-    rubric: Rubric = typer.Option(..., "--rubric", help="longbench-write (6 x 1-5, S_q) or self-lengthen (7 x 1-10)"),
+    rubric: RubricName = typer.Option(..., "--rubric", help="longbench-write (6 x 1-5, S_q) or self-lengthen (7 x 1-10)"),
     as_json: bool = JsonOption,
     per_prompt: str = PerPromptOption,
     config: Path = ConfigOption,

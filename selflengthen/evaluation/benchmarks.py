@@ -11,6 +11,8 @@ downloaded with huggingface_hub (a clear error when the hub cannot be reached).
 
 from __future__ import annotations
 
+from importlib import resources
+
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
@@ -145,15 +147,25 @@ def _download_hf(uri: str) -> str:
         ) from None
 
 
+# Real copies of the benchmark prompt files ship with the package (selflengthen/data/benchmarks, Apache-2.0).
+PACKAGED_FILES = {
+    "longen": "longen.jsonl",
+    "longbench-write": "longbench_write.jsonl",
+    "longwrite-ruler": "longwrite_ruler.jsonl",
+}
+
+
+def packaged_benchmark(benchmark: str) -> str:
+    """The path of the packaged copy of ``benchmark``'s prompts."""
+    return str(resources.files("selflengthen") / "data" / "benchmarks" / PACKAGED_FILES[benchmark])
+
+
 def load_benchmark(
     storage: Storage, benchmark: str, source: str | None, *, max_prompts: int | None = None
 ) -> list[BenchmarkRow]:
     """The prompts of ``benchmark`` from ``source`` (the first ``max_prompts`` when given)."""
     _check_benchmark(benchmark)
-    if not source:
-        raise DataError(
-            f"no file for benchmark {benchmark!r}: pass --benchmark-file or set eval.benchmark_files.{benchmark}"
-        )
+    source = source or packaged_benchmark(benchmark)
     path = _download_hf(source) if source.startswith(HF_DATASETS_SCHEME) else source
     rows = parse_jsonl(storage.read_text(path), ROW_MODELS[benchmark], source)
     return rows[:max_prompts] if max_prompts else rows

@@ -138,8 +138,8 @@ _BEFORE_CUES = {
     "about": r"about|around|approximately|approx\.?|roughly|nearly|close to|circa|some|~|大约|大概|大致|约|差不多|将近|接近",
 }
 _AFTER_CUES = {
-    "below": r"or less|or fewer|or under|at most|max(?:imum)?|以内|之内|以下|内",
-    "above": r"or more|or longer|and above|at least|min(?:imum)?|plus|以上|起",
+    "below": r"or less|or fewer|or under|at most|max(?:imum)?|以内|之内|以下|内(?!容)",
+    "above": r"or more|or longer|and above|at least|min(?:imum)?|以上|起",
     "about": r"or so|左右|上下",
 }
 _FILLER = r"(?:\s+|[为是在达:]|\b(?:a|an|the|of|just|only)\b)*"

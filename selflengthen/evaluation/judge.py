@@ -20,10 +20,10 @@ import json
 import re
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, Literal
 
 from selflengthen.client import GenerationClient
 from selflengthen.config import EndpointConfig, SamplingConfig
@@ -31,6 +31,9 @@ from selflengthen.errors import EndpointError
 from selflengthen.evaluation.benchmarks import JudgeInput
 from selflengthen.evaluation.scoring import longbench_score
 from selflengthen.text import count_words
+
+
+RubricName = Literal["longbench-write", "self-lengthen"]
 
 
 @dataclass(frozen=True)
@@ -104,7 +107,7 @@ def _load_object(fragment: str) -> dict | None:
     for attempt in (fragment, _TRAILING_COMMA.sub(r"\1", fragment)):
         try:
             value = json.loads(attempt, strict=False)
-        except ValueError:
+        except (ValueError, RecursionError):
             try:
                 value = ast.literal_eval(attempt)
             except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
@@ -178,7 +181,7 @@ class Verdict:
     answer: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {key: value for key, value in self.__dict__.items() if value is not None}
+        return {key: value for key, value in asdict(self).items() if value is not None}
 
 
 async def judge_one(

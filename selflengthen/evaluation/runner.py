@@ -50,8 +50,8 @@ async def _answer(
 ) -> tuple[list[Prediction], list[Failure]]:
     unit_id, row = unit
     (completion,) = await client.chat([{"role": "user", "content": row.prompt}], config.eval.sampling)
-    fields = {**row.model_dump(exclude_none=True), "id": unit_id}
-    return [Prediction(**fields, response=completion.text, finish_reason=completion.finish_reason)], []
+    fields = {"id": unit_id, "response": completion.text, "finish_reason": completion.finish_reason}
+    return [Prediction.model_validate({**row.model_dump(exclude_none=True), **fields})], []
 
 
 def _prediction_metrics(outputs: list[Prediction], failures: list[Failure]) -> dict[str, int]:
@@ -70,12 +70,12 @@ def generate_predictions(
 ) -> StageResult:
     """Answer every prompt of ``rows`` through ``endpoint`` with ``config.eval.sampling``; the
     predictions dataset goes to ``output`` (a rerun resumes, a finished one is skipped)."""
-    units = [(stable_id(benchmark, index, row.prompt), row) for index, row in enumerate(rows)]
+    ids = [stable_id(benchmark, index, row.prompt) for index, row in enumerate(rows)]
     return run_units(
         _with_generator(config, endpoint),
         stage=f"eval-{benchmark}",
         role="generator",
-        units=[(unit_id, (unit_id, row)) for unit_id, row in units],
+        units=[(unit_id, (unit_id, row)) for unit_id, row in zip(ids, rows)],
         output_uri=output,
         output_model=Prediction,
         work=_answer,
