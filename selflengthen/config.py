@@ -295,6 +295,9 @@ class TrainingConfig(Section):
     batch_size: int = Field(1, ge=1)
     gradient_accumulation_steps: int = Field(1, ge=1)
     batching: Literal["packed", "length-grouped", "padded"] = "packed"
+    attention: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field(
+        "auto", description="attention kernel; auto: flash_attention_2 on a GPU with flash-attn installed (varlen packing), else sdpa"
+    )
     deepspeed: str | None = Field("zero3_offload", description="preset name (zero2, zero3, zero3_offload) or a JSON path; empty: none")
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     gradient_checkpointing: Literal["auto", "on", "off"] = "auto"

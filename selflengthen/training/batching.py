@@ -19,7 +19,7 @@ from __future__ import annotations
 import bisect
 import random
 from dataclasses import asdict, dataclass
-from typing import Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import torch
 from torch.utils.data import Dataset
@@ -124,8 +124,12 @@ class MicroBatchDataset(Dataset):
         return self.batches[index]
 
 
-def collate_packed(examples: Sequence[TokenizedExample]) -> dict[str, torch.Tensor]:
-    """One row of concatenated examples; ``position_ids`` restart per example, no attention mask."""
+def collate_packed(examples: Sequence[TokenizedExample]) -> dict[str, Any]:
+    """One row of concatenated examples; ``position_ids`` restart per example, no attention mask.
+
+    ``use_cache=False`` is part of the batch: transformers reads sequence boundaries from
+    ``position_ids`` only when no cache is built (training never needs one).
+    """
     input_ids = [token for example in examples for token in example.input_ids]
     labels = [label for example in examples for label in example.labels]
     positions = [position for example in examples for position in range(len(example))]
@@ -133,10 +137,11 @@ def collate_packed(examples: Sequence[TokenizedExample]) -> dict[str, torch.Tens
         "input_ids": torch.tensor([input_ids]),
         "labels": torch.tensor([labels]),
         "position_ids": torch.tensor([positions]),
+        "use_cache": False,
     }
 
 
-def collate_padded(examples: Sequence[TokenizedExample], pad_token_id: int) -> dict[str, torch.Tensor]:
+def collate_padded(examples: Sequence[TokenizedExample], pad_token_id: int) -> dict[str, Any]:
     """Rows padded on the right to the longest; padding has attention 0 and no loss."""
     width = max(len(example) for example in examples)
     input_ids = torch.full((len(examples), width), pad_token_id)
@@ -146,7 +151,7 @@ def collate_padded(examples: Sequence[TokenizedExample], pad_token_id: int) -> d
         input_ids[row, : len(example)] = torch.tensor(example.input_ids)
         labels[row, : len(example)] = torch.tensor(example.labels)
         attention_mask[row, : len(example)] = 1
-    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask, "use_cache": False}
 
 
 class MicroBatchCollator:
@@ -156,6 +161,6 @@ class MicroBatchCollator:
         self.packed = strategy == "packed"
         self.pad_token_id = pad_token_id
 
-    def __call__(self, items: list[list[TokenizedExample]]) -> dict[str, torch.Tensor]:
+    def __call__(self, items: list[list[TokenizedExample]]) -> dict[str, Any]:
         examples = [example for item in items for example in item]
         return collate_packed(examples) if self.packed else collate_padded(examples, self.pad_token_id)
