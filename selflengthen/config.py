@@ -382,7 +382,7 @@ class ModelConfig(Section):
     tokenizer: str | None = Field(None, description="defaults to the base model's")
     build_tiny: bool = Field(False, description="build the tiny CPU model at `base` when it is missing")
     tiny_pretrain_steps: int = Field(
-        220, ge=0, description="pre-training steps of the tiny model (a step budget keeps the build deterministic); 0: untrained"
+        800, ge=0, description="pre-training steps of the tiny model (a step budget keeps the build deterministic); 0: untrained"
     )
 
 

@@ -1,0 +1,25 @@
+"""Steps over datasets alone: selection and SFT data."""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Metrics, Output
+
+from components.image import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def select(config_json: str, phase: str, responses: str, metrics: Output[Metrics]) -> str:
+    """The checks, then seeded length-biased sampling of the extended responses."""
+    from selflengthen.orchestration import steps
+
+    return steps.select(config_json, phase=phase, responses=responses, metrics=metrics)
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def sft_data(config_json: str, phase: str, selected: str) -> NamedTuple("Outputs", generator=str, extender=str):
+    """SFT examples for the Generator and the Extender."""
+    from selflengthen.orchestration import steps
+
+    uris = steps.sft_data(config_json, phase=phase, selected=selected)
+    return NamedTuple("Outputs", generator=str, extender=str)(**uris)

@@ -1,0 +1,22 @@
+"""Evaluation of a served Generator, and the run's report."""
+
+from kfp import dsl
+from kfp.dsl import Markdown, Metrics, Output
+
+from components.image import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def evaluate(config_json: str, phase: str, endpoint: str, metrics: Output[Metrics]) -> str:
+    """Benchmarks answered by the Generator served in ``phase``, scored for length following."""
+    from selflengthen.orchestration import steps
+
+    return steps.evaluate(config_json, phase=phase, endpoint=endpoint, metrics=metrics)
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def report(config_json: str, metrics: Output[Metrics], markdown: Output[Markdown]) -> str:
+    """The run report (JSON, Markdown, HTML with length plots); figures as Metrics, Markdown in the UI."""
+    from selflengthen.orchestration import steps
+
+    return steps.report(config_json, metrics=metrics, markdown=markdown)

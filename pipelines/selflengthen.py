@@ -1,0 +1,53 @@
+"""The whole run: the iterations unrolled at compile time, then the final phase and the report.
+
+Everything runs inside an exit handler whose task stops every model server of the run, so no
+server outlives a failed step. Pipeline parameters: ``config_json`` (the run config; the compiled
+one by default) and ``target`` (``cluster``: vLLM Deployments; ``local``: server processes, what
+``selflengthen run`` passes).
+"""
+
+from pathlib import Path
+
+from kfp import compiler, dsl
+from kfp.dsl.graph_component import GraphComponent
+
+import components
+from pipelines.final import build_final
+from pipelines.iteration import build_iteration
+from pipelines.tasks import Tasks
+from selflengthen.config import RunConfig
+from selflengthen.orchestration.layout import iteration_phase
+
+PIPELINE_NAME = "selflengthen"
+
+
+def build_pipeline(config: RunConfig) -> GraphComponent:
+    """The pipeline of ``config``: ``config.iterations`` iterations, each feeding the next."""
+    iteration = build_iteration(config)
+    final = build_final(config)
+
+    @dsl.pipeline(
+        name=PIPELINE_NAME,
+        description=f"Self-Lengthen, {config.iterations} macro-iterations: a Generator writes, an Extender lengthens, both are fine-tuned on the longer text.",
+    )
+    def selflengthen(config_json: str = config.to_json(), target: str = "cluster"):
+        tasks = Tasks(config, config_json, target)
+        exit_task = tasks.step(components.teardown_run, cache=False, target=target).set_display_name("teardown all servers")
+        with dsl.ExitHandler(exit_task, name="run"):
+            generator = extender = tasks.step(components.prepare, cache=False, iterations=config.iterations).output
+            for index in range(1, config.iterations + 1):
+                step = iteration(config_json=config_json, target=target, phase=iteration_phase(index), generator=generator, extender=extender)
+                step.set_display_name(f"iteration {index}")
+                generator, extender = step.outputs["generator"], step.outputs["extender"]
+            tail = final(config_json=config_json, target=target, generator=generator).set_display_name("final")
+            tasks.step(components.report, cache=False).after(tail)
+
+    return selflengthen
+
+
+def compile_pipeline(config: RunConfig, output: str | Path) -> Path:
+    """Compile the pipeline of ``config`` to a KFP v2 YAML file at ``output``."""
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(build_pipeline(config), str(output))
+    return output

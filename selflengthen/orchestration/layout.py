@@ -1,0 +1,98 @@
+"""Where every artefact of a run lives: one deterministic URI per run, phase and stage.
+
+The layout is a function of the configuration alone (``workdir`` and ``run_id``), so a rerun of a
+run finds its finished work at the same places: a stage whose dataset exists is skipped, and a
+resubmitted pipeline gets the same step inputs (and so cache hits)::
+
+    <workdir>/<run_id>/
+        iteration-<k>/                  one macro-iteration
+            queries/ initial/ extended/ selected/        datasets
+            sft/generator/ sft/extender/                 SFT datasets
+            train/generator/ train/extender/             training outputs (COMPLETE marks them done)
+        final/                          after the iterations, with the final Generator
+            queries/ collected/ length-control/ train/generator/
+        serving/<phase>-<role>.json     a record per model server (phases above and "evaluation")
+        heldout/queries/                the fixed held-out query set of the run
+        heldout/generator-<j>/          the Generator's answers after j iterations (j = 0: base)
+        eval/generator-<j>/ eval/final/ evaluation outputs
+        report/                         report.json, report.md, report.html, plots/
+"""
+
+from __future__ import annotations
+
+from selflengthen.config import RunConfig
+from selflengthen.storage import join_uri
+
+FINAL_PHASE = "final"
+EVALUATION_PHASE = "evaluation"
+PHASES_AFTER = (FINAL_PHASE, EVALUATION_PHASE)
+
+
+def iteration_phase(iteration: int) -> str:
+    return f"iteration-{iteration}"
+
+
+def phase_index(config: RunConfig, phase: str) -> int:
+    """A number per phase: k for iteration-k, N+1 for the final phase, N+2 for the evaluation phase.
+
+    It is the iteration number the phase's records carry (ids, seeds, logs) and tells apart the
+    phases' model servers on Kubernetes.
+    """
+    if phase.startswith("iteration-") and phase.removeprefix("iteration-").isdigit():
+        iteration = int(phase.removeprefix("iteration-"))
+        if 1 <= iteration <= config.iterations:
+            return iteration
+    elif phase in PHASES_AFTER:
+        return config.iterations + 1 + PHASES_AFTER.index(phase)
+    raise ValueError(f"unknown phase {phase!r} (iteration-1..iteration-{config.iterations}, {', '.join(PHASES_AFTER)})")
+
+
+def served_generation(config: RunConfig, phase: str) -> int:
+    """How many iterations the Generator served in ``phase`` has been through (iteration-k: k-1)."""
+    index = phase_index(config, phase)
+    if phase == EVALUATION_PHASE:
+        raise ValueError("the evaluation phase serves the final model (after the length-following SFT)")
+    return min(index - 1, config.iterations)
+
+
+def evaluation_name(config: RunConfig, phase: str) -> str:
+    """Where the Generator served in ``phase`` is evaluated: ``generator-<j>``, or ``final``."""
+    return "final" if phase == EVALUATION_PHASE else f"generator-{served_generation(config, phase)}"
+
+
+class RunLayout:
+    """The URIs of one run's artefacts."""
+
+    def __init__(self, config: RunConfig):
+        self.root = join_uri(config.workdir, config.run_id)
+        self.iterations = config.iterations
+
+    def phase(self, phase: str, *parts: str) -> str:
+        return join_uri(self.root, phase, *parts)
+
+    def iteration(self, iteration: int, *parts: str) -> str:
+        return self.phase(iteration_phase(iteration), *parts)
+
+    def server_record(self, phase: str, role: str) -> str:
+        return join_uri(self.serving(), f"{phase}-{role}.json")
+
+    def serving(self) -> str:
+        """The folder of every server record of the run (what a teardown of the whole run stops)."""
+        return join_uri(self.root, "serving")
+
+    def heldout_queries(self) -> str:
+        return join_uri(self.root, "heldout", "queries")
+
+    def heldout(self, generation: int) -> str:
+        """Answers to the held-out queries by the Generator after ``generation`` iterations."""
+        return join_uri(self.root, "heldout", f"generator-{generation}")
+
+    def evaluation(self, name: str) -> str:
+        return join_uri(self.root, "eval", name)
+
+    def report(self, *parts: str) -> str:
+        return join_uri(self.root, "report", *parts)
+
+    def iteration_responses(self) -> list[str]:
+        """Every iteration's initial and extended responses (what length control draws from)."""
+        return [self.iteration(k, name) for k in range(1, self.iterations + 1) for name in ("initial", "extended")]

@@ -1,0 +1,130 @@
+"""The report step: gather a finished run's figures from its layout and publish the report.
+
+Per iteration: counts (queries, responses, extended, accepted, rejections per check and stage) and
+the length statistics of the initial responses, the extended responses and the Generator's
+held-out answers before and after the iteration's training. After the iterations: the final
+collection, the length-control data, the final training and the evaluations.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from selflengthen.config import RunConfig
+from selflengthen.datasets import dataset_exists, read_failures, read_manifest, read_records
+from selflengthen.orchestration.layout import FINAL_PHASE, RunLayout
+from selflengthen.records import Failure, Response
+from selflengthen.report import Samples, data_uri, render_markdown, write_report
+from selflengthen.stats import length_stats
+from selflengthen.storage import Storage, get_storage, join_uri
+
+EVALUATION_SUMMARY = "summary.json"
+TRAINING_FIGURES = ("steps", "train_loss", "tokens_per_s", "train_runtime_s")
+
+
+@dataclass
+class BuiltReport:
+    data: dict[str, Any]
+    samples: Samples
+
+    def metrics(self) -> dict[str, Any]:
+        """The figures shown as KFP Metrics: each iteration's counts and lengths."""
+        return {
+            f"iteration{entry['iteration']}": {"counts": entry["counts"], "lengths": entry["lengths"]}
+            for entry in self.data["iterations"]
+        }
+
+
+def _words(storage: Storage, uri: str) -> list[int]:
+    return [response.words for response in read_records(storage, uri, Response)]
+
+
+def _failure_reasons(storage: Storage, uri: str) -> dict[str, int]:
+    return dict(Counter(failure.reason for failure in read_failures(storage, uri, Failure)))
+
+
+def iteration_entry(storage: Storage, layout: RunLayout, iteration: int) -> tuple[dict[str, Any], dict[str, list[int]]]:
+    """The report entry of one iteration and its length samples."""
+    uri = {name: layout.iteration(iteration, name) for name in ("queries", "initial", "extended", "selected")}
+    manifests = {name: read_manifest(storage, value) for name, value in uri.items()}
+    samples = {
+        "initial": _words(storage, uri["initial"]),
+        "extended": _words(storage, uri["extended"]),
+        "generator_before": _words(storage, layout.heldout(iteration - 1)),
+        "generator_after": _words(storage, layout.heldout(iteration)),
+    }
+    counts = {
+        "queries": manifests["queries"].count,
+        "responses": manifests["initial"].count,
+        "extended": manifests["extended"].count,
+        "accepted": manifests["selected"].count,
+        "rejected": {
+            "generation": _failure_reasons(storage, uri["initial"]),
+            "extension": _failure_reasons(storage, uri["extended"]),
+            "selection": manifests["selected"].metrics.get("rejected", {}),
+        },
+    }
+    entry = {
+        "iteration": iteration,
+        "counts": counts,
+        "lengths": {name: length_stats(words) for name, words in samples.items()},
+        "training": {role: _training_figures(storage, layout.iteration(iteration, "train", role)) for role in ("generator", "extender")},
+    }
+    return entry, samples
+
+
+def _training_figures(storage: Storage, output: str) -> dict[str, Any]:
+    from selflengthen.training.output import METRICS_NAME
+
+    figures = json.loads(storage.read_text(join_uri(output, METRICS_NAME)))
+    return {key: figures.get(key) for key in TRAINING_FIGURES}
+
+
+def _final_entry(storage: Storage, config: RunConfig, layout: RunLayout) -> dict[str, Any]:
+    final: dict[str, Any] = {}
+    collected = layout.phase(FINAL_PHASE, "collected")
+    if dataset_exists(storage, collected):
+        final["collected"] = length_stats(_words(storage, collected))
+    final["length_control"] = read_manifest(storage, layout.phase(FINAL_PHASE, "length-control")).metrics
+    final["training"] = _training_figures(storage, layout.phase(FINAL_PHASE, "train", "generator"))
+    evaluations = {}
+    for name in ["final", *(f"generator-{j}" for j in range(config.iterations + 1))]:
+        summary = join_uri(layout.evaluation(name), EVALUATION_SUMMARY)
+        if storage.exists(summary):
+            evaluations[name] = json.loads(storage.read_text(summary))["benchmarks"]
+    if evaluations:
+        final["evaluation"] = evaluations
+    return final
+
+
+def build_report(config: RunConfig) -> BuiltReport:
+    """The report of the run described by ``config`` (all its iterations and the final phase)."""
+    storage = get_storage(config.storage)
+    layout = RunLayout(config)
+    entries, samples = [], {}
+    for iteration in range(1, config.iterations + 1):
+        entry, samples[iteration] = iteration_entry(storage, layout, iteration)
+        entries.append(entry)
+    data = {
+        "run_id": config.run_id,
+        "config_hash": config.config_hash(),
+        "iterations": entries,
+        "final": _final_entry(storage, config, layout),
+    }
+    return BuiltReport(data, samples)
+
+
+def publish_report(config: RunConfig, built: BuiltReport, *, markdown_path: str | None = None) -> str:
+    """Write the report below the run's ``report/`` folder (and the Markdown, plots inlined, to
+    ``markdown_path``: the KFP Markdown visualization); returns the report.json URI."""
+    prefix = RunLayout(config).report()
+    plots = write_report(get_storage(config.storage), prefix, built.data, built.samples)
+    if markdown_path:
+        inline = render_markdown(built.data, {iteration: data_uri(png) for iteration, png in plots.items()})
+        Path(markdown_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(markdown_path).write_text(inline, encoding="utf-8")
+    return join_uri(prefix, "report.json")

@@ -1,0 +1,171 @@
+"""The serve and teardown steps: bring a role's model server up, find it, take it down.
+
+A serve step writes a :class:`ServerRecord` at the layout's deterministic place for its phase and
+role; the generation steps read it to reach the server, a teardown step reads it to stop the
+server, and a teardown of the whole run (the pipeline's exit handler) stops every recorded server.
+Where the server runs is the ``target`` of the step:
+
+* ``local``: a detached process on 127.0.0.1 (:mod:`selflengthen.serving.local`), serving a local
+  folder (an ``s3://`` model is fetched first). A record left by a killed run is stopped before a
+  new server starts, so a rerun never leaks a server.
+* ``cluster``: a vLLM Deployment and Service (:mod:`selflengthen.serving.cluster`).
+
+The model a step serves is either a plain model folder (the base model) or a training output
+(:mod:`selflengthen.training.output`), whose merged model, or base model plus LoRA adapter, is used.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from selflengthen.config import EndpointConfig, Role, RunConfig
+from selflengthen.errors import EndpointError
+from selflengthen.orchestration.layout import RunLayout, phase_index
+from selflengthen.storage import Storage, get_storage
+
+Target = Literal["local", "cluster"]
+TARGETS: tuple[Target, ...] = ("local", "cluster")
+ServedRole = Literal["generator", "extender"]
+
+# The local run's folder (set by the local runner): model server logs go to <dir>/logs/.
+LOCAL_DIR_ENV = "SELFLENGTHEN_LOCAL_DIR"
+
+
+class ServerRecord(BaseModel):
+    """A running model server as the steps of a run see it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    target: Target
+    phase: str
+    role: ServedRole
+    base_url: str
+    model: str
+    pid: int | None = None
+    port: int | None = None
+
+
+class ServedModel(BaseModel):
+    """What a server loads: a model folder, and a LoRA adapter on top of it when there is one."""
+
+    model: str
+    adapter: str | None = None
+
+
+def served_model(storage: Storage, uri: str) -> ServedModel:
+    """The model at ``uri``: a training output (merged model, or base plus adapter) or a plain folder."""
+    from selflengthen.training.output import read_trained_model
+
+    trained = read_trained_model(storage, uri)
+    if trained is None:
+        return ServedModel(model=uri)
+    if trained.model is not None:
+        return ServedModel(model=trained.model)
+    return ServedModel(model=trained.base_model, adapter=trained.adapter)
+
+
+def serve(config: RunConfig, *, target: Target, phase: str, role: ServedRole, model: str) -> str:
+    """Start the ``role`` server of ``phase`` for ``model``; returns the URI of its record."""
+    _check_target(target)
+    storage = get_storage(config.storage)
+    record_uri = RunLayout(config).server_record(phase, role)
+    served = served_model(storage, model)
+    if target == "local":
+        if storage.exists(record_uri):  # left by a run that was killed
+            _stop_local(_read(storage, record_uri))
+        record = _start_local(config, phase, role, served)
+    else:
+        from selflengthen.serving.cluster import serve_role_in_cluster
+
+        base_url = serve_role_in_cluster(config, role, phase_index(config, phase), served.model, served.adapter)
+        record = ServerRecord(target=target, phase=phase, role=role, base_url=base_url, model=getattr(config.serving, role).model)
+    storage.write_text(record_uri, record.model_dump_json(indent=2))
+    return record_uri
+
+
+def teardown(config: RunConfig, *, target: Target, phase: str, role: ServedRole) -> list[str]:
+    """Stop the ``role`` server of ``phase``; what was stopped (empty when nothing ran)."""
+    _check_target(target)
+    storage = get_storage(config.storage)
+    record_uri = RunLayout(config).server_record(phase, role)
+    if target == "cluster":
+        from selflengthen.serving.cluster import teardown_role_in_cluster
+
+        stopped = teardown_role_in_cluster(config, role, phase_index(config, phase))
+    else:
+        stopped = [_stop_local(_read(storage, record_uri))] if storage.exists(record_uri) else []
+    storage.delete(record_uri)
+    return stopped
+
+
+def teardown_run(config: RunConfig, *, target: Target) -> list[str]:
+    """Stop every server of the run (the exit handler: also after a failure); what was stopped."""
+    _check_target(target)
+    storage = get_storage(config.storage)
+    records = [uri for uri in storage.list(RunLayout(config).serving()) if uri.endswith(".json")]
+    if target == "cluster":
+        from selflengthen.serving.cluster import teardown_role_in_cluster
+
+        stopped = teardown_role_in_cluster(config)
+    else:
+        stopped = [_stop_local(_read(storage, uri)) for uri in records]
+    for uri in records:
+        storage.delete(uri)
+    return stopped
+
+
+def endpoint_for(config: RunConfig, record_uri: str, role: Role) -> EndpointConfig:
+    """The ``role`` endpoint of ``config`` pointed at the server recorded at ``record_uri``."""
+    record = _read(get_storage(config.storage), record_uri)
+    return getattr(config.serving, role).model_copy(update={"base_url": record.base_url, "model": record.model})
+
+
+def with_endpoint(config: RunConfig, record_uri: str, role: Role) -> RunConfig:
+    """``config`` whose ``role`` endpoint is the recorded server."""
+    serving = config.serving.model_copy(update={role: endpoint_for(config, record_uri, role)})
+    return config.model_copy(update={"serving": serving})
+
+
+def _check_target(target: str) -> None:
+    if target not in TARGETS:
+        raise EndpointError(f"unknown serving target {target!r}; expected one of {', '.join(TARGETS)}")
+
+
+def _read(storage: Storage, record_uri: str) -> ServerRecord:
+    if not storage.exists(record_uri):
+        raise EndpointError(f"no model server record at {record_uri}: the serve step of this phase has not run")
+    return ServerRecord.model_validate_json(storage.read_text(record_uri))
+
+
+def _start_local(config: RunConfig, phase: str, role: ServedRole, served: ServedModel) -> ServerRecord:
+    from selflengthen.modelio import localize
+    from selflengthen.serving.local import start_local_server
+
+    if served.adapter is not None:
+        raise EndpointError(
+            f"the {role} of {phase} is a LoRA adapter ({served.adapter}) without a merged model, which a local "
+            "server cannot load: set training.save_merged (the local runner does so for the local backend)"
+        )
+    log_dir = Path(os.environ.get(LOCAL_DIR_ENV) or tempfile.gettempdir()) / "logs"
+    handle = start_local_server(
+        str(localize(served.model, config.storage)),
+        getattr(config.serving, role).model,
+        config.serving.local,
+        log_file=str(log_dir / f"server-{phase}-{role}.log"),
+    )
+    return ServerRecord(
+        target="local", phase=phase, role=role, base_url=handle.base_url, model=handle.model, pid=handle.pid, port=handle.port
+    )
+
+
+def _stop_local(record: ServerRecord) -> str:
+    """Stop a local server (a no-op when it is gone already); names it."""
+    from selflengthen.serving.local import ServerHandle, stop_local_server
+
+    stop_local_server(ServerHandle(pid=record.pid, port=record.port, base_url=record.base_url, model=record.model))
+    return f"{record.phase} {record.role} (pid {record.pid})"

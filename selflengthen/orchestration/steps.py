@@ -1,0 +1,289 @@
+"""The pipeline's steps as plain functions: what each KFP component calls, and nothing more.
+
+Every step takes the run's configuration as one JSON string (``config_json``) plus a few URIs and
+names, writes its output at the deterministic place of :class:`RunLayout`, and returns that URI, so
+a rerun finds finished work and a resubmitted pipeline gets cache hits. Around the call, a step
+
+* logs its figures to the component's KFP ``Metrics`` output (when given),
+* prints one summary line (``STEP_MARKER`` + JSON) that the local runner shows as progress,
+* appends its timing (process start, call start and end) to ``timings.jsonl`` of the local run's
+  folder when there is one (``bench/local_run_breakdown.py`` reads it).
+
+Imports stay light here: each step imports the library part it needs when it runs, so a step's
+process loads only what it uses.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from selflengthen.config import ConfigError, Role, RunConfig, parse_config
+from selflengthen.logs import stage_logger
+from selflengthen.orchestration import serving
+from selflengthen.orchestration.layout import FINAL_PHASE, RunLayout, evaluation_name, phase_index, served_generation
+from selflengthen.storage import get_storage
+
+STEP_MARKER = "::selflengthen-step::"
+TIMINGS_NAME = "timings.jsonl"
+
+
+@dataclass
+class StepResult:
+    """What a step returns: its output(s), figures for KFP Metrics, a one-line summary."""
+
+    output: Any
+    summary: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def flatten_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """Numeric leaves of a nested dict as ``a_b_c`` -> number (KFP Metrics take numbers only)."""
+    flat: dict[str, float] = {}
+    for key, value in metrics.items():
+        name = f"{prefix}_{key}" if prefix else str(key)
+        if isinstance(value, dict):
+            flat.update(flatten_metrics(value, name))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            flat[name] = value
+    return flat
+
+
+def log_metrics(artifact: Any, metrics: dict[str, Any]) -> None:
+    """Log ``metrics`` to a KFP Metrics artifact and write them to its file (a local cache hit needs
+    the artifact's file to exist)."""
+    flat = flatten_metrics(metrics)
+    for name, value in flat.items():
+        artifact.log_metric(name, value)
+    Path(artifact.path).parent.mkdir(parents=True, exist_ok=True)
+    Path(artifact.path).write_text(json.dumps(flat, indent=2, sort_keys=True), encoding="utf-8")
+
+
+def _record_timing(entry: dict[str, Any]) -> None:
+    local_dir = os.environ.get(serving.LOCAL_DIR_ENV)
+    if local_dir:
+        with open(Path(local_dir) / TIMINGS_NAME, "a", encoding="utf-8") as timings:
+            timings.write(json.dumps(entry) + "\n")
+
+
+def _process_start() -> float:
+    import psutil
+
+    return psutil.Process().create_time()
+
+
+def step(name: str, *, imports: tuple[str, ...] = ()) -> Callable[[Callable[..., StepResult]], Callable[..., Any]]:
+    """Make ``func(config, **kwargs) -> StepResult`` a step ``(config_json, *, metrics=None, **kwargs)``.
+
+    ``imports``: the library modules the step works with, imported before its work is timed, so the
+    timings tell a step's start-up (interpreter, imports) from its work.
+    """
+
+    def decorate(func: Callable[..., StepResult]) -> Callable[..., Any]:
+        @functools.wraps(func)
+        def run(config_json: str, *, metrics: Any = None, **kwargs: Any) -> Any:
+            config = parse_config(json.loads(config_json), "the pipeline's config_json")
+            label = " ".join(str(kwargs[key]) for key in ("phase", "role", "kind") if key in kwargs)
+            for module in imports:
+                importlib.import_module(module)
+            started = time.time()
+            result = func(config, **kwargs)
+            ended = time.time()
+            if metrics is not None:
+                log_metrics(metrics, result.metrics)
+            stage_logger(config.run_id, name).info("%s: %s (%.1f s)", label or name, result.summary, ended - started)
+            line = {"step": name, "label": label, "summary": result.summary, "seconds": round(ended - started, 2)}
+            print(STEP_MARKER + json.dumps(line), flush=True)
+            _record_timing({"step": name, "label": label, "process_start": _process_start(), "start": started, "end": ended})
+            return result.output
+
+        return run
+
+    return decorate
+
+
+def _stage_result(result: Any, noun: str) -> StepResult:
+    manifest = result.manifest
+    summary = f"{manifest.count} {noun}" + (f", {manifest.failures} given up" if manifest.failures else "")
+    if result.skipped:
+        summary += " (already complete)"
+    return StepResult(result.output_uri, summary, {"records": manifest.count, "failures": manifest.failures, **manifest.metrics})
+
+
+# --------------------------------------------------------------------------- model and servers
+
+
+@step("prepare", imports=("selflengthen.training.model",))
+def prepare(config: RunConfig, *, iterations: int) -> StepResult:
+    """The base model URI, checked, after building the tiny model there when the config asks for it
+    and it is missing. ``iterations``: how many the pipeline was compiled for (a submitted config
+    must ask for as many)."""
+    from selflengthen.storage import is_s3_uri
+    from selflengthen.training.model import check_base_model
+
+    if config.iterations != iterations:
+        raise ConfigError(
+            f"iterations is {config.iterations} in config_json, but the pipeline was compiled for {iterations}: "
+            "compile it again with this config (selflengthen compile)"
+        )
+    base = config.model.base
+    built = config.model.build_tiny and not is_s3_uri(base) and not (Path(base) / "config.json").exists()
+    if built:
+        from selflengthen.tiny_model import build_tiny_model
+
+        build_tiny_model(base, pretrain_steps=config.model.tiny_pretrain_steps)
+    check_base_model(get_storage(config.storage), base, trust_remote_code=config.training.trust_remote_code)
+    return StepResult(base, f"base model {base}" + (" (tiny model built)" if built else ""))
+
+
+@step("serve", imports=("selflengthen.serving.local", "selflengthen.training.output", "selflengthen.modelio"))
+def serve(config: RunConfig, *, target: str, phase: str, role: str, model: str) -> StepResult:
+    record_uri = serving.serve(config, target=target, phase=phase, role=role, model=model)
+    endpoint = serving.endpoint_for(config, record_uri, role)
+    return StepResult(record_uri, f"{model} at {endpoint.base_url}")
+
+
+@step("teardown", imports=("selflengthen.serving.local",))
+def teardown(config: RunConfig, *, target: str, phase: str, role: str) -> StepResult:
+    stopped = serving.teardown(config, target=target, phase=phase, role=role)
+    return StepResult(None, f"stopped {', '.join(stopped) or 'nothing (no server was running)'}")
+
+
+@step("teardown-run", imports=("selflengthen.serving.local",))
+def teardown_run(config: RunConfig, *, target: str) -> StepResult:
+    stopped = serving.teardown_run(config, target=target)
+    return StepResult(None, f"stopped {', '.join(stopped) or 'nothing (every server was down already)'}")
+
+
+# --------------------------------------------------------------------------- generation
+
+
+@step("self-instruct", imports=("selflengthen.stages.self_instruct",))
+def self_instruct(config: RunConfig, *, phase: str, endpoint: str) -> StepResult:
+    """New queries: ``self_instruct.num_instructions`` per iteration, ``length_control.extra_queries``
+    in the final phase (answered by the final Generator alone)."""
+    from selflengthen.stages.self_instruct import run_self_instruct
+
+    if phase == FINAL_PHASE:
+        settings = config.self_instruct.model_copy(update={"num_instructions": config.length_control.extra_queries})
+        config = config.model_copy(update={"self_instruct": settings})
+    result = run_self_instruct(
+        serving.with_endpoint(config, endpoint, "generator"),
+        output=RunLayout(config).phase(phase, "queries"),
+        iteration=phase_index(config, phase),
+    )
+    return _stage_result(result, "queries")
+
+
+@step("generate", imports=("selflengthen.stages.generate",))
+def generate(config: RunConfig, *, phase: str, kind: str, queries: str, endpoint: str) -> StepResult:
+    """Answers by the Generator: ``initial`` (an iteration) or ``collected`` (the final phase)."""
+    from selflengthen.stages.generate import run_generate
+
+    output = RunLayout(config).phase(phase, kind)
+    result = run_generate(serving.with_endpoint(config, endpoint, "generator"), queries=queries, output=output, kind=kind)
+    return _stage_result(result, "responses")
+
+
+@step("heldout", imports=("selflengthen.stages.generate",))
+def heldout(config: RunConfig, *, phase: str, endpoint: str) -> StepResult:
+    """The Generator served in ``phase`` answers the run's held-out queries."""
+    from selflengthen.orchestration.heldout import ensure_heldout_queries
+    from selflengthen.stages.generate import run_generate
+
+    layout = RunLayout(config)
+    queries = ensure_heldout_queries(config, get_storage(config.storage), layout.heldout_queries())
+    settings = config.generate.model_copy(update={"samples_per_query": config.report.heldout_samples})
+    config = serving.with_endpoint(config.model_copy(update={"generate": settings}), endpoint, "generator")
+    output = layout.heldout(served_generation(config, phase))
+    result = run_generate(config, queries=queries, output=output, kind="heldout")
+    return _stage_result(result, "held-out answers")
+
+
+@step("extend", imports=("selflengthen.stages.extend",))
+def extend(config: RunConfig, *, phase: str, responses: str, endpoint: str) -> StepResult:
+    from selflengthen.stages.extend import run_extend
+
+    output = RunLayout(config).phase(phase, "extended")
+    result = run_extend(serving.with_endpoint(config, endpoint, "extender"), responses=responses, output=output)
+    return _stage_result(result, "extended responses")
+
+
+# --------------------------------------------------------------------------- data and training
+
+
+@step("select", imports=("selflengthen.stages.select",))
+def select(config: RunConfig, *, phase: str, responses: str) -> StepResult:
+    from selflengthen.stages.select import run_select
+
+    output = RunLayout(config).phase(phase, "selected")
+    manifest = run_select(config, input=responses, output=output, iteration=phase_index(config, phase))
+    return StepResult(output, f"kept {manifest.count} of {manifest.metrics['input']}", manifest.metrics)
+
+
+@step("sft-data", imports=("selflengthen.stages.sft_data",))
+def sft_data(config: RunConfig, *, phase: str, selected: str) -> StepResult:
+    """SFT examples of both roles from this iteration's selection (all iterations' with accumulate)."""
+    from selflengthen.stages.sft_data import run_sft_data
+
+    layout = RunLayout(config)
+    iteration = phase_index(config, phase)
+    previous = [layout.iteration(k, "selected") for k in range(1, iteration)] if config.sft_data.accumulate else []
+    uris = run_sft_data(config, extended=[*previous, selected], output=layout.phase(phase, "sft"), iteration=iteration)
+    return StepResult(uris, f"SFT data from {len(previous) + 1} selection(s)")
+
+
+@step("train", imports=("selflengthen.training",))
+def train(config: RunConfig, *, phase: str, role: Role, data: str, previous: str) -> StepResult:
+    from selflengthen.orchestration.training import train as train_role
+
+    output = RunLayout(config).phase(phase, "train", role)
+    figures = train_role(config, role=role, iteration=phase_index(config, phase), data=data, previous=previous, output=output)
+    loss = figures.get("train_loss")
+    summary = f"{figures.get('steps')} steps" + (f", loss {loss:.3f}" if isinstance(loss, float) else "")
+    return StepResult(output, summary, figures)
+
+
+@step("length-control", imports=("selflengthen.stages.length_control",))
+def length_control(config: RunConfig, *, collected: str, endpoint: str) -> StepResult:
+    """Length-constrained examples from every iteration's responses plus the final collection."""
+    from selflengthen.stages.length_control import run_length_control
+
+    layout = RunLayout(config)
+    sources = [*layout.iteration_responses(), *([collected] if collected else [])]
+    result = run_length_control(
+        serving.with_endpoint(config, endpoint, "generator"),
+        responses=sources,
+        output=layout.phase(FINAL_PHASE, "length-control"),
+    )
+    return _stage_result(result, "length-constrained examples")
+
+
+# --------------------------------------------------------------------------- evaluation and report
+
+
+@step("evaluate", imports=("selflengthen.evaluation",))
+def evaluate(config: RunConfig, *, phase: str, endpoint: str) -> StepResult:
+    """The benchmarks answered by the Generator served in ``phase``."""
+    from selflengthen.evaluation import evaluate as run_evaluation
+
+    output = RunLayout(config).evaluation(evaluation_name(config, phase))
+    results = run_evaluation(config, endpoint=serving.endpoint_for(config, endpoint, "generator"), output=output, iteration=None)
+    scores = ", ".join(f"{benchmark} {summary.get('overall', 0):.3f}" for benchmark, summary in results.items())
+    return StepResult(output, scores or "no benchmark", results)
+
+
+@step("report", imports=("selflengthen.orchestration.reporting", "matplotlib.pyplot"))
+def report(config: RunConfig, *, markdown: Any = None) -> StepResult:
+    """report.json, report.md and report.html below the run; the Markdown also to ``markdown`` (KFP)."""
+    from selflengthen.orchestration.reporting import build_report, publish_report
+
+    built = build_report(config)
+    uri = publish_report(config, built, markdown_path=markdown.path if markdown is not None else None)
+    return StepResult(uri, f"{len(built.data['iterations'])} iteration(s) reported", built.metrics())

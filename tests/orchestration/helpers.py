@@ -1,0 +1,10 @@
+"""Configs shared by the orchestration tests."""
+
+from selflengthen.config import RunConfig, parse_config
+
+
+def run_config(workdir: str, **overrides: object) -> RunConfig:
+    """A small valid config with artefacts below ``workdir``; ``overrides`` are top-level sections."""
+    data = {"run_id": "unit", "workdir": workdir, "iterations": 2, "languages": ["en"], "model": {"base": "/models/base"}}
+    data.update(overrides)
+    return parse_config(data)

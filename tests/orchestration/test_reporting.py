@@ -1,0 +1,76 @@
+"""The report step over a finished run's layout."""
+
+import json
+from pathlib import Path
+
+from selflengthen.datasets import write_records
+from selflengthen.orchestration.layout import RunLayout
+from selflengthen.orchestration.reporting import build_report, publish_report
+from selflengthen.records import Failure, Query, stable_id
+from selflengthen.storage import get_storage, join_uri
+from tests.orchestration.helpers import run_config
+from tests.stages.helpers import essay, response
+
+
+def write(config, uri: str, records, *, failures=(), metrics=None) -> None:
+    write_records(get_storage(), uri, records, stage="test", config_hash=config.config_hash(), shard_size=8, failures=failures, metrics=metrics)
+
+
+def answers(words: list[int], kind: str = "initial") -> list:
+    return [response(essay(n, seed=i), query=f"q{i}", index=i, kind=kind) for i, n in enumerate(words)]
+
+
+def finished_run(config) -> None:
+    """Every artefact the report reads, for a run of ``config.iterations`` iterations."""
+    layout = RunLayout(config)
+    storage = get_storage()
+    for generation in range(config.iterations + 1):
+        write(config, layout.heldout(generation), answers([50 + 20 * generation, 60 + 20 * generation], "heldout"))
+    for k in range(1, config.iterations + 1):
+        queries = [Query(id=stable_id(k, i), text=f"Write about {i}.", language="en") for i in range(3)]
+        write(config, layout.iteration(k, "queries"), queries, failures=[Failure(id="f", stage="self-instruct", reason="duplicate")])
+        given_up = [Failure(id=f"g{i}", stage="generate", reason="no_ending") for i in range(2)]
+        write(config, layout.iteration(k, "initial"), answers([40, 50, 60]), failures=given_up)
+        write(config, layout.iteration(k, "extended"), answers([90, 100], "extended"), failures=[Failure(id="e", stage="extend", reason="below_min_ratio")])
+        write(config, layout.iteration(k, "selected"), answers([100], "extended"), metrics={"rejected": {"length_biased_sampling": 1}})
+        for role in ("generator", "extender"):
+            storage.write_text(join_uri(layout.iteration(k, "train", role), "metrics.json"), json.dumps({"steps": 4, "train_loss": 2.5}))
+    write(config, layout.phase("final", "collected"), answers([70, 80], "collected"))
+    write(config, layout.phase("final", "length-control"), [], metrics={"examples": 0})
+    storage.write_text(join_uri(layout.phase("final", "train", "generator"), "metrics.json"), json.dumps({"steps": 2}))
+    storage.write_text(join_uri(layout.evaluation("final"), "summary.json"), json.dumps({"iteration": None, "benchmarks": {"longen": {"overall": 0.4}}}))
+
+
+def test_report_has_counts_and_lengths_per_iteration(tmp_path: Path) -> None:
+    config = run_config(str(tmp_path))
+    finished_run(config)
+    built = build_report(config)
+    first, second = built.data["iterations"]
+    assert first["iteration"] == 1 and second["iteration"] == 2
+    assert first["counts"] == {
+        "queries": 3,
+        "responses": 3,
+        "extended": 2,
+        "accepted": 1,
+        "rejected": {"generation": {"no_ending": 2}, "extension": {"below_min_ratio": 1}, "selection": {"length_biased_sampling": 1}},
+    }
+    assert first["lengths"]["initial"]["mean"] == 50.0
+    assert first["lengths"]["generator_before"]["max"] == 60 and first["lengths"]["generator_after"]["max"] == 80
+    assert second["lengths"]["generator_before"] == first["lengths"]["generator_after"]
+    assert set(first["lengths"]["extended"]) == {"count", "mean", "median", "p90", "max"}
+    assert first["training"]["generator"] == {"steps": 4, "train_loss": 2.5, "tokens_per_s": None, "train_runtime_s": None}
+    assert built.data["final"]["evaluation"] == {"final": {"longen": {"overall": 0.4}}}
+    assert built.data["final"]["collected"]["count"] == 2
+    assert built.metrics()["iteration2"]["lengths"]["generator_after"]["mean"] == 95.0
+    assert sorted(built.samples[1]) == ["extended", "generator_after", "generator_before", "initial"]
+
+
+def test_publish_writes_the_files_and_the_kfp_markdown(tmp_path: Path) -> None:
+    config = run_config(str(tmp_path / "runs"))
+    finished_run(config)
+    markdown = tmp_path / "kfp" / "markdown"
+    uri = publish_report(config, build_report(config), markdown_path=str(markdown))
+    assert uri == RunLayout(config).report("report.json")
+    assert json.loads(Path(uri).read_text())["iterations"][1]["iteration"] == 2
+    assert (Path(uri).parent / "report.html").read_text().count("data:image/png;base64,") == 2
+    assert markdown.read_text().count("](data:image/png;base64,") == 2

@@ -1,0 +1,46 @@
+"""The tests' run config: the local default (configs/tiny-local.yaml) made small enough for CI.
+
+Counts, token budgets and training steps are cut so that a 2-iteration run on the tiny model takes
+a few minutes on 2 CPU cores; the rest (sampling, checks, selection, LoRA) stays the default's.
+The evaluation answers ``longen-sample.jsonl``: four English LonGen prompts, one per constraint type
+(from QwenLM/Self-Lengthen, eval/LonGen.jsonl, Apache-2.0).
+"""
+
+from pathlib import Path
+from typing import Any
+
+from selflengthen.config import RunConfig, default_config_path, load_config
+
+E2E_OVERRIDES: dict[str, Any] = {
+    "self_instruct.num_instructions": 6,
+    "self_instruct.max_attempts_per_slot": 3,
+    "generate.samples_per_query": 2,
+    "generate.max_retries": 2,
+    "extend.attempts": 1,
+    "extend.rounds": 1,
+    "length_control.extra_queries": 2,
+    "training.max_steps": 12,
+    "training.learning_rate": 1.0e-3,
+    "training.checkpoint_every_steps": 6,
+    "eval.per_iteration": False,
+    "eval.max_prompts": 2,
+    "report.heldout_queries": 6,
+    "pipeline.retries": 0,
+}
+
+
+def e2e_config(model_dir: Path, workdir: str, **overrides: Any) -> RunConfig:
+    """The tests' config: the tiny model at ``model_dir``, artefacts at ``workdir``, the bundled LonGen
+    prompts for the evaluation; ``overrides`` are dotted keys as in ``--set``."""
+    longen = Path(__file__).resolve().parent / "longen-sample.jsonl"
+    return load_config(
+        default_config_path(),
+        {
+            **E2E_OVERRIDES,
+            "model.base": str(model_dir),
+            "model.build_tiny": False,
+            "workdir": workdir,
+            "eval.benchmark_files": {"longen": str(longen)},
+            **overrides,
+        },
+    )

@@ -1,0 +1,141 @@
+"""The compiled pipeline: kept up to date in the repository, and shaped as the design says."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from pipelines import compile_pipeline
+from selflengthen.cli import app
+from selflengthen.config import RunConfig, load_config
+
+REPO = Path(__file__).resolve().parents[2]
+CLUSTER_CONFIG = REPO / "configs" / "cluster-qwen2.5-7b.yaml"
+COMPILED = REPO / "pipelines" / "compiled" / "selflengthen-cluster.yaml"
+REGENERATE = f"selflengthen compile --config {CLUSTER_CONFIG.relative_to(REPO)} --output {COMPILED.relative_to(REPO)}"
+SIDE_EFFECT_STEPS = ("serve", "teardown", "prepare", "report")
+
+
+def compiled(config: RunConfig, tmp_path: Path) -> tuple[dict, dict]:
+    """(pipeline spec, Kubernetes platform spec) of ``config``'s pipeline."""
+    spec, platform = yaml.safe_load_all(compile_pipeline(config, tmp_path / "pipeline.yaml").read_text())
+    return spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+
+def dag(spec: dict, component: str) -> dict:
+    return spec["components"][component]["dag"]["tasks"]
+
+
+def executor_tasks(spec: dict):
+    """(task name, task) of every container task in every DAG."""
+    executors = {name for name, component in spec["components"].items() if "executorLabel" in component}
+    dags = [spec["root"]["dag"], *(c["dag"] for c in spec["components"].values() if "dag" in c)]
+    for tasks in (d["tasks"] for d in dags):
+        for name, task in tasks.items():
+            if task["componentRef"]["name"] in executors:
+                yield name, task
+
+
+def test_the_compiled_cluster_pipeline_is_up_to_date(tmp_path: Path) -> None:
+    fresh = compile_pipeline(load_config(CLUSTER_CONFIG), tmp_path / "fresh.yaml").read_text()
+    assert fresh == COMPILED.read_text(), f"{COMPILED.relative_to(REPO)} is out of date; regenerate it with: {REGENERATE}"
+
+
+def test_iterations_are_unrolled_each_feeding_the_next(tmp_path: Path) -> None:
+    config = load_config(CLUSTER_CONFIG)
+    spec, _ = compiled(config, tmp_path)
+    body = dag(spec, "comp-exit-handler-1")
+    names = ["iteration", *(f"iteration-{k}" for k in range(2, config.iterations + 1))]
+    assert [name for name in body if name.startswith("iteration")] == names
+    assert body["iteration"]["inputs"]["parameters"]["generator"]["taskOutputParameter"]["producerTask"] == "prepare"
+    for previous, current in zip(names, names[1:]):
+        for role in ("generator", "extender"):
+            source = body[current]["inputs"]["parameters"][role]["taskOutputParameter"]
+            assert source == {"outputParameterKey": role, "producerTask": previous}
+    assert body["final"]["inputs"]["parameters"]["generator"]["taskOutputParameter"]["producerTask"] == names[-1]
+    assert body["report"]["dependentTasks"] == ["final"]
+
+
+def test_an_iteration_tears_servers_down_before_selecting_and_training(tmp_path: Path) -> None:
+    spec, _ = compiled(load_config(CLUSTER_CONFIG), tmp_path)
+    tasks = dag(spec, "comp-iteration")
+    display = {task["taskInfo"]["name"]: name for name, task in tasks.items()}
+    teardown_generator, teardown_extender = display["teardown generator"], display["teardown extender"]
+    assert {"generate", "self-instruct", "heldout"} <= set(tasks[teardown_generator]["dependentTasks"])
+    assert tasks[teardown_extender]["dependentTasks"] == ["extend"]
+    assert {teardown_generator, teardown_extender} <= set(tasks["select"]["dependentTasks"])
+    assert tasks[display["train generator"]]["dependentTasks"] == ["sft-data"]
+    assert tasks[display["train extender"]]["dependentTasks"] == ["sft-data"]
+
+
+def test_teardown_of_every_server_is_the_exit_handler(tmp_path: Path) -> None:
+    spec, _ = compiled(load_config(CLUSTER_CONFIG), tmp_path)
+    exit_task = spec["root"]["dag"]["tasks"]["teardown-run"]
+    assert exit_task["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
+    assert exit_task["dependentTasks"] == ["exit-handler-1"]
+    assert "taskFinalStatus" in exit_task["inputs"]["parameters"]["status"]
+
+
+def test_every_task_retries_and_caches_unless_it_has_side_effects(tmp_path: Path) -> None:
+    config = load_config(CLUSTER_CONFIG)
+    spec, _ = compiled(config, tmp_path)
+    tasks = list(executor_tasks(spec))
+    assert len(tasks) > 12 * config.iterations
+    for name, task in tasks:
+        assert task["retryPolicy"]["maxRetryCount"] == config.pipeline.retries, name
+        cached = task.get("cachingOptions", {}).get("enableCache", False)
+        assert cached == (not name.startswith(SIDE_EFFECT_STEPS)), name
+
+
+def test_images_secrets_and_security_context_come_from_the_config(tmp_path: Path) -> None:
+    config = load_config(CLUSTER_CONFIG, {"pipeline.image": "registry.example/runtime@sha256:" + "a" * 64, "pipeline.api_key_secret": "keys"})
+    spec, executors = compiled(config, tmp_path)
+    images = {executor["container"]["image"] for executor in spec["deploymentSpec"]["executors"].values()}
+    assert images == {config.pipeline.image}
+    for name, settings in executors.items():
+        assert settings["securityContext"] == {"runAsNonRoot": True}, name
+        storage = settings["secretAsEnv"][0]
+        assert storage["secretName"] == config.pipeline.storage_secret
+        assert {e["envVar"] for e in storage["keyToEnv"]} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    generation = [name for name in executors if name.startswith(("exec-generate", "exec-extend", "exec-self-instruct"))]
+    assert generation and all(executors[name]["secretAsEnv"][-1]["secretName"] == "keys" for name in generation)
+    assert "secretAsEnv" not in executors["exec-select"] or len(executors["exec-select"]["secretAsEnv"]) == 1
+
+
+def test_inline_training_gets_gpus_and_placement_trainjobs_do_not(tmp_path: Path) -> None:
+    placement = {
+        "trainjob.mode": "inline",
+        "trainjob.gpus_per_node": 2,
+        "trainjob.node_selector": {"pool": "gpu"},
+        "trainjob.tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+    }
+    spec, executors = compiled(load_config(CLUSTER_CONFIG, placement), tmp_path)
+    train = spec["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"]
+    assert train["accelerator"]["resourceCount"] == "2" and train["accelerator"]["resourceType"] == "nvidia.com/gpu"
+    assert executors["exec-train"]["nodeSelector"] == {"labels": {"pool": "gpu"}}
+    assert executors["exec-train"]["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert "resources" not in spec["deploymentSpec"]["executors"]["exec-generate"]["container"]
+
+    spec, executors = compiled(load_config(CLUSTER_CONFIG), tmp_path)
+    assert "resources" not in spec["deploymentSpec"]["executors"]["exec-train"]["container"]
+    assert "nodeSelector" not in executors["exec-train"]
+
+
+@pytest.mark.parametrize("overrides", [{"eval.enabled": False, "length_control.extra_queries": 0}, {"eval.per_iteration": False}])
+def test_optional_steps_follow_the_config(tmp_path: Path, overrides: dict) -> None:
+    config = load_config(CLUSTER_CONFIG, overrides)
+    spec, _ = compiled(config, tmp_path)
+    names = [task["componentRef"]["name"] for _, task in executor_tasks(spec)]
+    evaluations = sum(name.startswith("comp-evaluate") for name in names)
+    assert evaluations == (1 if config.eval.enabled else 0)
+    final = [task["componentRef"]["name"] for task in dag(spec, "comp-final").values()]
+    assert any(name.startswith("comp-generate") for name in final) == bool(config.length_control.extra_queries)
+
+
+@pytest.mark.parametrize("name", ["cluster-qwen2.5-7b.yaml", "llama-3.1-8b.yaml", "tiny-local.yaml"])
+def test_the_cli_compiles_every_example_config(tmp_path: Path, name: str) -> None:
+    output = tmp_path / "out" / "pipeline.yaml"
+    result = CliRunner().invoke(app, ["compile", "--config", str(REPO / "configs" / name), "--output", str(output)])
+    assert result.exit_code == 0, result.output
+    assert output.read_text().startswith("# PIPELINE DEFINITION")
