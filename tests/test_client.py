@@ -381,8 +381,8 @@ async def test_chat_and_complete_with_transformers_serve(endpoint_config):
 
 
 @pytest.mark.integration
-async def test_continue_chat_with_transformers_serve_returns_only_the_continuation(endpoint_config, tiny_model_dir):
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+async def test_continue_chat_with_transformers_serve_returns_only_the_continuation(endpoint_config, served_model_dir):
+    tokenizer = AutoTokenizer.from_pretrained(served_model_dir)
     prefill = "The sea was calm"
     prompt = tokenizer.apply_chat_template(
         [*MESSAGES, {"role": "assistant", "content": prefill}], tokenize=False, continue_final_message=True

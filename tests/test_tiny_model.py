@@ -116,6 +116,7 @@ def test_cli_rejects_a_non_empty_output(tmp_path):
     assert result.exit_code == 2 and "already exists" in result.output
 
 
+@pytest.mark.pretrained
 @pytest.mark.parametrize(
     "language, query",
     [("en", "Write a detailed essay about the history of kites."), ("zh", "请写一篇详细的文章，介绍风筝的历史。")],

@@ -17,6 +17,7 @@ FINAL_DATASETS = ("queries", "collected", "length-control")
 
 
 @pytest.mark.e2e
+@pytest.mark.pretrained
 def test_two_iterations_with_s3_storage(tmp_path: Path, tiny_model_dir: Path, s3_server, s3_credentials_env) -> None:
     bucket = s3_server.create_bucket()
     config = e2e_config(tiny_model_dir, f"s3://{bucket}/runs", storage=s3_server.storage_config().model_dump())

@@ -38,6 +38,7 @@ def alive(pid: int) -> bool:
 
 
 @pytest.mark.e2e
+@pytest.mark.pretrained
 def test_a_killed_run_continues_from_finished_steps_and_checkpointed_records(tmp_path: Path, tiny_model_dir: Path) -> None:
     workdir = tmp_path / "run"
     # One record per checkpoint shard, so the unfinished step has checkpointed records when killed.

@@ -114,8 +114,8 @@ def test_start_up_timeout_stops_the_server(tmp_path):
 
 
 @pytest.mark.integration
-def test_start_and_stop_by_handle(tiny_model_dir, tmp_path):
-    handle = start_local_server(str(tiny_model_dir), "tiny", TRANSFORMERS, log_file=str(tmp_path / "server.log"))
+def test_start_and_stop_by_handle(served_model_dir, tmp_path):
+    handle = start_local_server(str(served_model_dir), "tiny", TRANSFORMERS, log_file=str(tmp_path / "server.log"))
     models = httpx.get(f"{handle.base_url}/models", timeout=5)
     assert models.status_code == 200
     assert handle.base_url == f"http://127.0.0.1:{handle.port}/v1"
@@ -126,13 +126,13 @@ def test_start_and_stop_by_handle(tiny_model_dir, tmp_path):
 
 
 @pytest.mark.integration
-def test_server_outlives_its_starter_and_is_stopped_through_the_state_file(tiny_model_dir, tmp_path):
+def test_server_outlives_its_starter_and_is_stopped_through_the_state_file(served_model_dir, tmp_path):
     state = tmp_path / "state" / "server.json"
     starter = textwrap.dedent(
         f"""
         from selflengthen.config import LocalServerConfig
         from selflengthen.serving import start_local_server
-        start_local_server({str(tiny_model_dir)!r}, "tiny", LocalServerConfig(startup_timeout_s=180),
+        start_local_server({str(served_model_dir)!r}, "tiny", LocalServerConfig(startup_timeout_s=180),
                            state_file={str(state)!r}, log_file={str(tmp_path / "server.log")!r})
         """
     )
@@ -142,7 +142,7 @@ def test_server_outlives_its_starter_and_is_stopped_through_the_state_file(tiny_
         "pid": handle.pid,
         "port": handle.port,
         "base_url": handle.base_url,
-        "model": str(Path(tiny_model_dir).resolve()),
+        "model": str(Path(served_model_dir).resolve()),
     }
     chat = httpx.post(
         f"{handle.base_url}/chat/completions",

@@ -19,13 +19,13 @@ pytestmark = pytest.mark.integration
 QUERIES = 12
 
 
-def write_config(path, tiny_model_dir, handle):
+def write_config(path, served_model_dir, handle):
     endpoint = {"base_url": handle.base_url, "model": handle.model, "max_concurrency": 2, "max_retries": 1,
                 "backoff_initial_s": 0.1, "server_supports_n": False, "chat_template_continuation": False}
     data = {
         "run_id": "resume-test",
         "languages": ["en"],
-        "model": {"base": str(tiny_model_dir)},
+        "model": {"base": str(served_model_dir)},
         "generate": {"samples_per_query": 1, "max_retries": 1, "sampling": {"max_tokens": 384}},
         "serving": {"generator": endpoint},
         "storage": {"shard_size": 2},
@@ -33,7 +33,7 @@ def write_config(path, tiny_model_dir, handle):
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
 
 
-def test_kill_server_mid_generate_then_resume(tmp_path, tiny_model_dir):
+def test_kill_server_mid_generate_then_resume(tmp_path, served_model_dir):
     queries = tmp_path / "queries.jsonl"
     topics = ["rivers", "mountains", "cities", "music", "bread", "trains", "forests", "letters", "oceans", "gardens", "clocks", "bridges"]
     queries.write_text(
@@ -43,8 +43,8 @@ def test_kill_server_mid_generate_then_resume(tmp_path, tiny_model_dir):
     output = tmp_path / "initial"
     config = tmp_path / "config.yaml"
     server_config = LocalServerConfig(startup_timeout_s=180)
-    handle = start_local_server(str(tiny_model_dir), "tiny", server_config)
-    write_config(config, tiny_model_dir, handle)
+    handle = start_local_server(str(served_model_dir), "tiny", server_config)
+    write_config(config, served_model_dir, handle)
     command = [sys.executable, "-m", "selflengthen", "generate", "--config", str(config), "--input", str(queries), "--output", str(output)]
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -63,9 +63,9 @@ def test_kill_server_mid_generate_then_resume(tmp_path, tiny_model_dir):
     answered_first = sum(len(path.read_text().splitlines()) for path in checkpointed)
     assert 0 < answered_first < QUERIES
 
-    handle = start_local_server(str(tiny_model_dir), "tiny", server_config)
+    handle = start_local_server(str(served_model_dir), "tiny", server_config)
     try:
-        write_config(config, tiny_model_dir, handle)
+        write_config(config, served_model_dir, handle)
         second = subprocess.run(command, capture_output=True, text=True, timeout=600)
     finally:
         stop_local_server(handle)

@@ -13,7 +13,7 @@ from selflengthen.records import Query, Response, SftExample
 from selflengthen.storage import get_storage
 from selflengthen.text import check_text
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.pretrained]
 RUNNER = CliRunner()
 
 
