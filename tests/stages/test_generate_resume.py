@@ -26,7 +26,7 @@ def write_config(path, served_model_dir, handle):
         "run_id": "resume-test",
         "languages": ["en"],
         "model": {"base": str(served_model_dir)},
-        "generate": {"samples_per_query": 1, "max_retries": 1, "sampling": {"max_tokens": 384}},
+        "generate": {"samples_per_query": 1, "max_retries": 1, "sampling": {"max_tokens": 48}},
         "serving": {"generator": endpoint},
         "storage": {"shard_size": 2},
     }
