@@ -64,7 +64,7 @@ def test_plans_are_seeded() -> None:
 
 
 def example(length: int, prompt: int, seed: int) -> TokenizedExample:
-    ids = torch.randint(10, 7000, (length,), generator=torch.Generator().manual_seed(seed)).tolist()
+    ids = torch.randint(10, 1000, (length,), generator=torch.Generator().manual_seed(seed)).tolist()
     return TokenizedExample(input_ids=ids, labels=[IGNORE_INDEX] * prompt + ids[prompt:])
 
 
