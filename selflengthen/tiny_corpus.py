@@ -35,7 +35,7 @@ from selflengthen.text import check_text, count_words, split_halves
 
 # Share of each kind of example in the stream (by count). Extension-style examples lift the rate at
 # which the model lengthens a draft; judge and rewrite answers are short and learned quickly.
-MIX = {"essay": 0.36, "extend": 0.36, "self_instruct": 0.12, "judge": 0.08, "rewrite": 0.08}
+MIX = {"essay": 0.32, "extend": 0.36, "self_instruct": 0.10, "judge": 0.12, "rewrite": 0.10}
 # Share of each language (Chinese extends less well; English is the default run's language).
 LANGUAGE_SHARE = {"en": 0.6, "zh": 0.4}
 # Essay length bounds (words for English, characters for Chinese, as count_words counts them).
@@ -82,6 +82,7 @@ class Lexicon:
     opener: tuple[str, ...]
     body: tuple[str, ...]
     conclusion: tuple[str, ...]
+    closing: tuple[str, ...]
     headings: tuple[str, ...]
     instruction: tuple[str, ...]
     short_requests: tuple[str, ...]
@@ -249,6 +250,14 @@ EN = Lexicon(
         "Taken together, these stories show that {S} touched the lives of {adj} {agent} everywhere.",
         "Finally, the past of {S} reminds us that {abstract} is built {manner}.",
         "In short, the subject of {S} deserves the attention of {agent} and {agent2} alike.",
+    ),
+    closing=(
+        "That is why {agent} will keep talking about {S}.",
+        "The rest of the story of {S} is still being written.",
+        "Perhaps that is the real lesson of {S}.",
+        "It is a story worth telling to {adj} {agent}.",
+        "And that, in the end, is a story of {abstract}.",
+        "There is still much to look forward to.",
     ),
     headings=(
         "Early Beginnings", "A Slow Start", "Years of Change", "Everyday Life", "Voices from the Past",
@@ -497,6 +506,14 @@ ZH = Lexicon(
         "最后，{S}提醒我们，{abstract}是{manner}积累起来的。",
         "简而言之，{S}值得{agent}和{agent2}共同关注。",
     ),
+    closing=(
+        "这也正是{agent}至今仍在谈论{S}的原因。",
+        "{S}的故事，还在继续书写。",
+        "或许，这就是{S}给我们的真正启示。",
+        "这是一个值得讲给{adj}{agent}听的故事。",
+        "说到底，这是一个关于{abstract}的故事。",
+        "未来还有更多值得期待的地方。",
+    ),
     headings=(
         "早期的萌芽", "缓慢的起步", "变化的年代", "日常生活", "来自过去的声音", "实用的经验", "挑战与怀疑",
         "更大的图景", "细看其中", "隐藏的代价", "小小的胜利", "背后的人们", "回望来路", "新的方向",
@@ -641,7 +658,8 @@ class Writer:
         self.lexicon = lexicon
         self.subject = subject
         self._decks = {
-            kind: _Deck(getattr(lexicon, kind), rng) for kind in ("intro", "opener", "body", "conclusion", "headings")
+            kind: _Deck(getattr(lexicon, kind), rng)
+            for kind in ("intro", "opener", "body", "conclusion", "closing", "headings")
         }
 
     def _sentence(self, kind: str) -> str:
@@ -660,7 +678,7 @@ class Writer:
         return f"## {self._decks['headings'].deal()}\n\n{paragraph}" if heading else paragraph
 
     def conclusion(self) -> str:
-        return self._paragraph("conclusion", "body", self.rng.randint(1, 2))
+        return self._paragraph("conclusion", "closing", self.rng.randint(1, 2))
 
 
 def _join(blocks: list[str]) -> str:

@@ -233,13 +233,20 @@ def build_tiny_model(output_dir: str, *, seed: int = 0, pretrain_steps: int | No
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise SelfLengthenError(f"tiny model output {target} already exists and is not an empty directory")
     started = time.monotonic()
-    torch.set_num_threads(THREADS)
-    torch.manual_seed(seed)
-
-    corpus = itertools.islice(tiny_corpus.examples(seed), TOKENIZER_TRAINING_EXAMPLES)
-    tokenizer = build_tokenizer(text for example in corpus for text in (example.prompt, example.completion))
-    model = Qwen2ForCausalLM(model_config(tokenizer))
-    training = pretrain(model, tokenizer, steps, seed, log_every) if steps else {"tokens_seen": 0, "final_loss": None}
+    # Once the model is confident, activations and gradients fill with denormal floats, which slow
+    # CPU matrix products down by orders of magnitude. Flushing them to zero is a per-thread CPU
+    # flag that torch's worker threads inherit when they start, so it is set before any torch work
+    # (in a process whose worker threads already run, only the calling thread is covered).
+    torch.set_flush_denormal(True)
+    try:
+        torch.set_num_threads(THREADS)
+        torch.manual_seed(seed)
+        corpus = itertools.islice(tiny_corpus.examples(seed), TOKENIZER_TRAINING_EXAMPLES)
+        tokenizer = build_tokenizer(text for example in corpus for text in (example.prompt, example.completion))
+        model = Qwen2ForCausalLM(model_config(tokenizer))
+        training = pretrain(model, tokenizer, steps, seed, log_every) if steps else {"tokens_seen": 0, "final_loss": None}
+    finally:
+        torch.set_flush_denormal(False)
 
     model.generation_config = GenerationConfig(
         eos_token_id=[tokenizer.convert_tokens_to_ids(IM_END), tokenizer.convert_tokens_to_ids(END_OF_TEXT)],

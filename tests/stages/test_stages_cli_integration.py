@@ -18,8 +18,8 @@ RUNNER = CliRunner()
 
 
 @pytest.fixture
-def config_path(tmp_path, endpoint_config, tiny_model_dir):
-    endpoint = endpoint_config.model_dump(mode="json")
+def config_path(tmp_path, pretrained_endpoint_config, tiny_model_dir):
+    endpoint = pretrained_endpoint_config.model_dump(mode="json")
     data = {
         "run_id": "stages-test",
         "languages": ["en"],
