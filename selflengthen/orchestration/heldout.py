@@ -3,7 +3,9 @@
 The set is packaged (``selflengthen/prompts/<language>/heldout.jsonl``), disjoint from the seeds,
 and never trained on; a run uses the first ``report.heldout_queries`` of each configured language.
 Their answers, drawn with the Generator's own sampling settings, show how answer length moves from
-one iteration to the next on the same questions.
+one iteration to the next on the same questions. Every answer counts as it comes, truncated ones
+too: a check-and-retry loop (as the generate stage has) would keep the short answers of a
+Generator that has learnt to write past ``max_tokens`` and hide the very change being measured.
 """
 
 from __future__ import annotations
@@ -11,11 +13,17 @@ from __future__ import annotations
 import json
 from importlib import resources
 
+from selflengthen.client import GenerationClient
 from selflengthen.config import Language, RunConfig
 from selflengthen.datasets import dataset_exists, write_records
 from selflengthen.errors import DataError
-from selflengthen.records import Query, stable_id
-from selflengthen.storage import Storage
+from selflengthen.orchestration.layout import RunLayout
+from selflengthen.records import Failure, Query, Response, stable_id
+from selflengthen.stages.common import StageResult, run_stage
+from selflengthen.storage import Storage, get_storage
+from selflengthen.text import count_words
+
+STAGE = "heldout"
 
 HELDOUT_FILE = "heldout.jsonl"
 
@@ -55,3 +63,44 @@ def ensure_heldout_queries(config: RunConfig, storage: Storage, uri: str) -> str
             shard_size=config.storage.shard_size,
         )
     return uri
+
+
+async def answer(client: GenerationClient, config: RunConfig, query: Query) -> tuple[list[Response], list[Failure]]:
+    """``report.heldout_samples`` answers to ``query`` with the Generator's sampling, as they come."""
+    completions = await client.chat([{"role": "user", "content": query.text}], config.generate.sampling, n=config.report.heldout_samples)
+    answers = [
+        Response(
+            id=stable_id(query.id, STAGE, index),
+            query_id=query.id,
+            query=query.text,
+            language=query.language,
+            kind="heldout",
+            sample_index=index,
+            text=completion.text.strip(),
+            words=count_words(completion.text),
+            finish_reason=completion.finish_reason,
+        )
+        for index, completion in enumerate(completions)
+    ]
+    return answers, []
+
+
+def heldout_metrics(outputs: list[Response], failures: list[Failure]) -> dict:
+    return {"answers": len(outputs), "truncated": sum(answer.finish_reason == "length" for answer in outputs)}
+
+
+def answer_heldout(config: RunConfig, *, output: str, generation: int) -> StageResult:
+    """The Generator (through ``serving.generator``) answers the run's held-out queries into ``output``."""
+    queries = ensure_heldout_queries(config, get_storage(config.storage), RunLayout(config).heldout_queries())
+    return run_stage(
+        config,
+        stage=STAGE,
+        role="generator",
+        input_uri=queries,
+        input_model=Query,
+        output_uri=output,
+        output_model=Response,
+        work=answer,
+        metrics=heldout_metrics,
+        iteration=generation,
+    )

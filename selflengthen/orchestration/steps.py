@@ -191,18 +191,14 @@ def generate(config: RunConfig, *, phase: str, kind: str, queries: str, endpoint
     return _stage_result(result, "responses")
 
 
-@step("heldout", imports=("selflengthen.stages.generate",))
+@step("heldout", imports=("selflengthen.orchestration.heldout",))
 def heldout(config: RunConfig, *, phase: str, endpoint: str) -> StepResult:
     """The Generator served in ``phase`` answers the run's held-out queries."""
-    from selflengthen.orchestration.heldout import ensure_heldout_queries
-    from selflengthen.stages.generate import run_generate
+    from selflengthen.orchestration.heldout import answer_heldout
 
-    layout = RunLayout(config)
-    queries = ensure_heldout_queries(config, get_storage(config.storage), layout.heldout_queries())
-    settings = config.generate.model_copy(update={"samples_per_query": config.report.heldout_samples})
-    config = serving.with_endpoint(config.model_copy(update={"generate": settings}), endpoint, "generator")
-    output = layout.heldout(served_generation(config, phase))
-    result = run_generate(config, queries=queries, output=output, kind="heldout")
+    generation = served_generation(config, phase)
+    config = serving.with_endpoint(config, endpoint, "generator")
+    result = answer_heldout(config, output=RunLayout(config).heldout(generation), generation=generation)
     return _stage_result(result, "held-out answers")
 
 

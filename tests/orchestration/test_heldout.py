@@ -4,9 +4,9 @@ import pytest
 
 from selflengthen.datasets import read_manifest, read_records
 from selflengthen.errors import DataError
-from selflengthen.orchestration.heldout import ensure_heldout_queries, heldout_queries, packaged_heldout
+from selflengthen.orchestration.heldout import answer_heldout, ensure_heldout_queries, heldout_queries, packaged_heldout
 from selflengthen.prompts import packaged_seeds
-from selflengthen.records import Query
+from selflengthen.records import Query, Response
 from selflengthen.storage import get_storage
 from selflengthen.text import detect_language
 from tests.orchestration.helpers import run_config
@@ -44,3 +44,21 @@ def test_the_dataset_is_written_once(tmp_path) -> None:
     ensure_heldout_queries(config, storage, uri)
     assert read_manifest(storage, uri).created_at == first
     assert len(read_records(storage, uri, Query)) == 2
+
+
+@pytest.mark.integration
+def test_every_answer_counts_truncated_ones_too(tmp_path, endpoint_config, served_model_dir) -> None:
+    """Short max_tokens on an untrained model: answers are kept as they come, none retried."""
+    config = run_config(
+        str(tmp_path),
+        model={"base": str(served_model_dir)},
+        generate={"sampling": {"max_tokens": 8}},
+        report={"heldout_queries": 2, "heldout_samples": 2},
+        serving={"generator": endpoint_config.model_dump()},
+    )
+    result = answer_heldout(config, output=str(tmp_path / "answers"), generation=0)
+    answers = read_records(get_storage(), str(tmp_path / "answers"), Response)
+    assert len(answers) == 4 and {a.kind for a in answers} == {"heldout"}
+    assert {(a.query_id, a.sample_index) for a in answers} == {(q.id, i) for q in heldout_queries(config) for i in range(2)}
+    assert result.manifest.metrics["truncated"] == sum(a.finish_reason == "length" for a in answers) > 0
+    assert result.manifest.metrics["lengths"]["count"] == 4
