@@ -91,13 +91,23 @@ def _count_lines(counts: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _score_lines(entry: dict[str, Any]) -> list[str]:
+    """One line per benchmark: its overall score before and after the iteration."""
+    scores = entry.get("evaluation", {})
+    benchmarks = sorted({name for side in scores.values() if side for name in side})
+    return [
+        f"{name} overall: " + ", ".join(f"{side} {_format((scores.get(side) or {}).get(name, {}).get('overall', '-'))}" for side in ("before", "after"))
+        for name in benchmarks
+    ]
+
+
 def render_markdown(report: dict[str, Any], images: dict[int, str]) -> str:
     """Markdown: per iteration, counts, a length table and the plot (``images``: iteration -> src)."""
     header = f"| distribution | n | {' | '.join(STATS)} |\n|---|---:|{'---:|' * len(STATS)}"
     parts = [f"# Self-Lengthen report: {report.get('run_id', '')}".rstrip(": "), "", "Lengths in words (Self-Lengthen counter)."]
     for entry in report["iterations"]:
         parts += ["", f"## Iteration {entry['iteration']}", ""]
-        parts += [f"- {line}" for line in _count_lines(entry["counts"])]
+        parts += [f"- {line}" for line in [*_count_lines(entry["counts"]), *_score_lines(entry)]]
         parts += ["", header, *("| " + " | ".join(row) + " |" for row in _length_rows(entry))]
         if entry["iteration"] in images:
             parts += ["", f"![lengths, iteration {entry['iteration']}]({images[entry['iteration']]})"]
@@ -112,7 +122,7 @@ def render_html(report: dict[str, Any], plots: dict[int, bytes]) -> str:
     body = [f"<h1>Self-Lengthen report {html.escape(str(report.get('run_id', '')))}</h1>", "<p>Lengths in words (Self-Lengthen counter).</p>"]
     for entry in report["iterations"]:
         body.append(f"<h2>Iteration {entry['iteration']}</h2><ul>")
-        body += [f"<li>{html.escape(line)}</li>" for line in _count_lines(entry["counts"])]
+        body += [f"<li>{html.escape(line)}</li>" for line in [*_count_lines(entry["counts"]), *_score_lines(entry)]]
         body.append("</ul><table><tr><th>distribution</th><th>n</th>" + "".join(f"<th>{key}</th>" for key in STATS) + "</tr>")
         body += ["<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in _length_rows(entry)]
         body.append("</table>")

@@ -1,9 +1,10 @@
 """The report step: gather a finished run's figures from its layout and publish the report.
 
-Per iteration: counts (queries, responses, extended, accepted, rejections per check and stage) and
+Per iteration: counts (queries, responses, extended, accepted, rejections per check and stage),
 the length statistics of the initial responses, the extended responses and the Generator's
-held-out answers before and after the iteration's training. After the iterations: the final
-collection, the length-control data, the final training and the evaluations.
+held-out answers before and after the iteration's training, and (when ``eval.per_iteration``)
+the benchmark scores of the Generator before and after it. After the iterations: the final
+collection, the length-control data, the final training and the evaluation of the final model.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from selflengthen.stats import length_stats
 from selflengthen.storage import Storage, get_storage, join_uri
 
 EVALUATION_SUMMARY = "summary.json"
-TRAINING_FIGURES = ("steps", "train_loss", "tokens_per_s", "train_runtime_s")
+TRAINING_FIGURES = ("steps", "train_loss", "tokens_seen", "tokens_per_s")
 
 
 @dataclass
@@ -32,9 +33,9 @@ class BuiltReport:
     samples: Samples
 
     def metrics(self) -> dict[str, Any]:
-        """The figures shown as KFP Metrics: each iteration's counts and lengths."""
+        """The figures shown as KFP Metrics: each iteration's counts, lengths and scores."""
         return {
-            f"iteration{entry['iteration']}": {"counts": entry["counts"], "lengths": entry["lengths"]}
+            f"iteration{entry['iteration']}": {key: entry[key] for key in ("counts", "lengths", "evaluation") if key in entry}
             for entry in self.data["iterations"]
         }
 
@@ -74,7 +75,16 @@ def iteration_entry(storage: Storage, layout: RunLayout, iteration: int) -> tupl
         "lengths": {name: length_stats(words) for name, words in samples.items()},
         "training": {role: _training_figures(storage, layout.iteration(iteration, "train", role)) for role in ("generator", "extender")},
     }
+    scores = {"before": _scores(storage, layout, f"generator-{iteration - 1}"), "after": _scores(storage, layout, f"generator-{iteration}")}
+    if any(scores.values()):
+        entry["evaluation"] = scores
     return entry, samples
+
+
+def _scores(storage: Storage, layout: RunLayout, name: str) -> dict[str, Any] | None:
+    """The benchmark summaries of the evaluation ``name`` (``generator-<j>`` or ``final``), if it ran."""
+    summary = join_uri(layout.evaluation(name), EVALUATION_SUMMARY)
+    return json.loads(storage.read_text(summary))["benchmarks"] if storage.exists(summary) else None
 
 
 def _training_figures(storage: Storage, output: str) -> dict[str, Any]:
@@ -91,13 +101,9 @@ def _final_entry(storage: Storage, config: RunConfig, layout: RunLayout) -> dict
         final["collected"] = length_stats(_words(storage, collected))
     final["length_control"] = read_manifest(storage, layout.phase(FINAL_PHASE, "length-control")).metrics
     final["training"] = _training_figures(storage, layout.phase(FINAL_PHASE, "train", "generator"))
-    evaluations = {}
-    for name in ["final", *(f"generator-{j}" for j in range(config.iterations + 1))]:
-        summary = join_uri(layout.evaluation(name), EVALUATION_SUMMARY)
-        if storage.exists(summary):
-            evaluations[name] = json.loads(storage.read_text(summary))["benchmarks"]
-    if evaluations:
-        final["evaluation"] = evaluations
+    evaluations = {"before": _scores(storage, layout, f"generator-{config.iterations}"), "final": _scores(storage, layout, "final")}
+    if any(evaluations.values()):
+        final["evaluation"] = {name: scores for name, scores in evaluations.items() if scores}
     return final
 
 

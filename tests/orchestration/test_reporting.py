@@ -58,7 +58,7 @@ def test_report_has_counts_and_lengths_per_iteration(tmp_path: Path) -> None:
     assert first["lengths"]["generator_before"]["max"] == 60 and first["lengths"]["generator_after"]["max"] == 80
     assert second["lengths"]["generator_before"] == first["lengths"]["generator_after"]
     assert set(first["lengths"]["extended"]) == {"count", "mean", "median", "p90", "max"}
-    assert first["training"]["generator"] == {"steps": 4, "train_loss": 2.5, "tokens_per_s": None, "train_runtime_s": None}
+    assert first["training"]["generator"] == {"steps": 4, "train_loss": 2.5, "tokens_seen": None, "tokens_per_s": None}
     assert built.data["final"]["evaluation"] == {"final": {"longen": {"overall": 0.4}}}
     assert built.data["final"]["collected"]["count"] == 2
     assert built.metrics()["iteration2"]["lengths"]["generator_after"]["mean"] == 95.0
@@ -74,3 +74,29 @@ def test_publish_writes_the_files_and_the_kfp_markdown(tmp_path: Path) -> None:
     assert json.loads(Path(uri).read_text())["iterations"][1]["iteration"] == 2
     assert (Path(uri).parent / "report.html").read_text().count("data:image/png;base64,") == 2
     assert markdown.read_text().count("](data:image/png;base64,") == 2
+
+
+def test_per_iteration_scores_before_and_after(tmp_path: Path) -> None:
+    config = run_config(str(tmp_path))
+    finished_run(config)
+    layout, storage = RunLayout(config), get_storage()
+    for generation, score in enumerate((20.0, 35.5, 50.25)):
+        summary = {"iteration": generation, "benchmarks": {"longen": {"overall": score, "count": 2}}}
+        storage.write_text(join_uri(layout.evaluation(f"generator-{generation}"), "summary.json"), json.dumps(summary))
+    built = build_report(config)
+    first, second = built.data["iterations"]
+    assert first["evaluation"]["before"]["longen"]["overall"] == 20.0 and first["evaluation"]["after"]["longen"]["overall"] == 35.5
+    assert second["evaluation"]["before"] == first["evaluation"]["after"]
+    assert built.data["final"]["evaluation"]["before"]["longen"]["overall"] == 50.25
+    assert built.metrics()["iteration2"]["evaluation"]["after"]["longen"]["overall"] == 50.25
+    uri = publish_report(config, built)
+    assert "- longen overall: before 35.5, after 50.2" in (Path(uri).parent / "report.md").read_text()
+    assert "longen overall: before 20.0, after 35.5" in (Path(uri).parent / "report.html").read_text()
+
+
+def test_no_scores_when_no_iteration_was_evaluated(tmp_path: Path) -> None:
+    config = run_config(str(tmp_path))
+    finished_run(config)
+    built = build_report(config)
+    assert all("evaluation" not in entry for entry in built.data["iterations"])
+    assert "evaluation" not in built.metrics()["iteration1"]

@@ -1,7 +1,7 @@
 """The tests' run config: the local default (configs/tiny-local.yaml) made small enough for CI.
 
-Counts, token budgets and training steps are cut so that a 2-iteration run on the tiny model takes
-a few minutes on 2 CPU cores; the rest (sampling, checks, selection, LoRA) stays the default's.
+Counts and token budgets are cut so that a 2-iteration run on the tiny model takes a few minutes
+on 2 CPU cores; the rest (sampling, checks, selection, training, held-out set) stays the default's.
 The evaluation answers ``longen-sample.jsonl``: four English LonGen prompts, one per constraint type
 (from QwenLM/Self-Lengthen, eval/LonGen.jsonl, Apache-2.0).
 """
@@ -12,19 +12,16 @@ from typing import Any
 from selflengthen.config import RunConfig, default_config_path, load_config
 
 E2E_OVERRIDES: dict[str, Any] = {
-    "self_instruct.num_instructions": 6,
+    "self_instruct.num_instructions": 4,
     "self_instruct.max_attempts_per_slot": 3,
-    "generate.samples_per_query": 2,
     "generate.max_retries": 2,
-    "extend.attempts": 1,
+    "generate.sampling.max_tokens": 512,
     "extend.rounds": 1,
+    "extend.sampling.max_tokens": 768,
     "length_control.extra_queries": 2,
-    "training.max_steps": 12,
-    "training.learning_rate": 1.0e-3,
-    "training.checkpoint_every_steps": 6,
-    "eval.per_iteration": False,
+    "length_control.rewrite_sampling.max_tokens": 96,
     "eval.max_prompts": 2,
-    "report.heldout_queries": 6,
+    "eval.sampling.max_tokens": 256,
     "pipeline.retries": 0,
 }
 

@@ -54,4 +54,9 @@ def test_two_iterations_with_s3_storage(tmp_path: Path, tiny_model_dir: Path, s3
     # The method's claim: after the iterations the Generator answers the held-out queries at greater length.
     first, last = report["iterations"][0], report["iterations"][-1]
     assert last["lengths"]["generator_after"]["mean"] > first["lengths"]["generator_before"]["mean"]
+    # Evaluated before and after every iteration, and the final model after the length-following SFT.
+    for entry in report["iterations"]:
+        for side in ("before", "after"):
+            assert entry["evaluation"][side]["longen"]["count"] == config.eval.max_prompts, (entry["iteration"], side)
+    assert report["iterations"][1]["evaluation"]["before"] == report["iterations"][0]["evaluation"]["after"]
     assert report["final"]["evaluation"]["final"]["longen"]["count"] == config.eval.max_prompts
