@@ -29,7 +29,7 @@ def train_command(
     data: str = typer.Option(..., "--data", help="SFT examples: a dataset prefix or a JSONL file (local path or s3://)"),
     base_model: str = typer.Option(..., "--base-model", help="base model folder (local path or s3://)"),
     output: str = typer.Option(..., "--output", help="output folder (local path or s3://); a rerun resumes there"),
-    adapter_from: str = typer.Option(None, "--adapter-from", help="previous iteration's LoRA adapter to continue"),
+    adapter_from: str = typer.Option(None, "--adapter-from", help="previous iteration's LoRA adapter (or its training output) to continue"),
     nproc_per_node: int = typer.Option(1, "--nproc-per-node", min=1, help="processes on this machine (torchrun)"),
     config: Path = ConfigOption,
     overrides: list[str] = SetOption,

@@ -174,6 +174,12 @@ def _check_inputs(
     return examples
 
 
+def _previous_adapter(storage: Storage, uri: str | None) -> str | None:
+    """``uri`` as given, or the adapter of the finished training output at ``uri``."""
+    trained = read_trained_model(storage, uri) if uri else None
+    return trained.adapter if trained is not None and trained.adapter else uri
+
+
 def train_role(
     config: RunConfig,
     *,
@@ -186,7 +192,7 @@ def train_role(
 ) -> dict[str, Any]:
     """Fine-tune ``role`` on the SFT examples at ``data_uri``; returns the run's metrics.
 
-    ``adapter_from_uri`` is the previous iteration's adapter, continued on the fixed base when
+    ``adapter_from_uri`` is the previous iteration's adapter (or its whole training output), continued on the fixed base when
     :func:`uses_adapter_from` holds (and refused otherwise). A run whose output is already complete
     is not repeated: its metrics are returned. ``callbacks`` are extra ``TrainerCallback`` objects.
     """
@@ -196,6 +202,7 @@ def train_role(
     if (done := read_trained_model(storage, output_uri)) is not None:
         log.info("output %s is already complete (%d steps); not training again", output_uri, done.steps)
         return read_metrics(storage, output_uri)
+    adapter_from_uri = _previous_adapter(storage, adapter_from_uri)
     examples = _check_inputs(storage, training, role, data_uri, base_model_uri, adapter_from_uri)
     runtime = resolve_runtime(training)
     if runtime.deepspeed is not None:
