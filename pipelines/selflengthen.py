@@ -29,6 +29,7 @@ def build_pipeline(config: RunConfig) -> GraphComponent:
     @dsl.pipeline(
         name=PIPELINE_NAME,
         description=f"Self-Lengthen, {config.iterations} macro-iterations: a Generator writes, an Extender lengthens, both are fine-tuned on the longer text.",
+        pipeline_root=config.pipeline.pipeline_root,
     )
     def selflengthen(config_json: str = config.to_json(), target: str = "cluster"):
         tasks = Tasks(config, config_json, target)

@@ -37,14 +37,22 @@ class Section(BaseModel):
 class SamplingConfig(Section):
     """Sampling parameters sent with every request of one role or stage."""
 
-    temperature: float = Field(0.7, ge=0.0, le=5.0)
-    top_p: float = Field(0.8, gt=0.0, le=1.0)
+    temperature: float = Field(0.7, ge=0.0, le=5.0, description="sampling temperature (reference: 0.7)")
+    top_p: float = Field(0.8, gt=0.0, le=1.0, description="nucleus-sampling probability mass (reference: 0.8)")
     top_k: int = Field(20, ge=-1, description="-1 disables top-k")
-    repetition_penalty: float = Field(1.1, gt=0.0)
-    max_tokens: int = Field(16384, ge=1)
+    repetition_penalty: float = Field(
+        1.1, gt=0.0, description="repetition penalty, a vLLM extension (dropped if the server rejects it); reference: 1.1"
+    )
+    max_tokens: int = Field(
+        16384, ge=1, description="most new tokens per text; a text that hits it is truncated, a failure (reference: 16384)"
+    )
     # Reference defect fixed: "---" is never a default stop string (it cut markdown tables and rules).
-    stop: list[str] = Field(default_factory=list)
-    seed: int | None = None
+    stop: list[str] = Field(
+        default_factory=list, description="stop strings, sent to the server and also enforced client-side; none by default"
+    )
+    seed: int | None = Field(
+        None, description="sampling seed sent with each request (emulated n samples get seed + i); null: none sent"
+    )
 
 
 class EndpointConfig(Section):
@@ -53,11 +61,15 @@ class EndpointConfig(Section):
     base_url: str | None = Field(None, description="e.g. http://127.0.0.1:8000/v1; set by the serve step when empty")
     model: str = Field("tiny", min_length=1, description="model (or LoRA adapter) name the server knows")
     api_key_env: str = Field("SELFLENGTHEN_API_KEY", description="name of the env var holding the API key (never the key)")
-    max_concurrency: int = Field(32, ge=1, le=4096)
-    request_timeout_s: float = Field(600.0, gt=0)
-    max_retries: int = Field(6, ge=0)
-    backoff_initial_s: float = Field(0.5, gt=0)
-    backoff_max_s: float = Field(30.0, gt=0)
+    max_concurrency: int = Field(32, ge=1, le=4096, description="most requests in flight at once from one client to this server")
+    request_timeout_s: float = Field(600.0, gt=0, description="timeout of one HTTP request, in seconds (a timeout is retried)")
+    max_retries: int = Field(
+        6, ge=0, description="retries of a request after a connection error, timeout, 429 or 5xx; then the step fails"
+    )
+    backoff_initial_s: float = Field(
+        0.5, gt=0, description="retry delay step in seconds, doubled per retry up to backoff_max_s (half fixed, half random)"
+    )
+    backoff_max_s: float = Field(30.0, gt=0, description="cap of the retry delay step, in seconds")
     server_supports_n: bool = Field(True, description="False: the client asks n times for n samples")
     chat_template_continuation: bool = Field(
         True, description="stage-2 prefill via continue_final_message (vLLM); False: raw completion over the rendered template"
@@ -67,11 +79,17 @@ class EndpointConfig(Section):
 class LocalServerConfig(Section):
     """How the serve step starts a model server on one machine (the local default)."""
 
-    backend: Literal["transformers", "vllm"] = "transformers"
-    host: Literal["127.0.0.1", "localhost"] = "127.0.0.1"
-    startup_timeout_s: float = Field(300.0, gt=0)
+    backend: Literal["transformers", "vllm"] = Field(
+        "transformers", description="server the local serve step starts: transformers serve, or vLLM (needs vllm_python)"
+    )
+    host: Literal["127.0.0.1", "localhost"] = Field(
+        "127.0.0.1", description="loopback address the local server listens on (a free port is picked)"
+    )
+    startup_timeout_s: float = Field(
+        300.0, gt=0, description="seconds to wait for the server to answer GET /v1/models; then it is stopped and the step fails"
+    )
     vllm_python: str | None = Field(None, description="python of the separate vLLM virtual environment")
-    extra_args: list[str] = Field(default_factory=list)
+    extra_args: list[str] = Field(default_factory=list, description="extra command-line arguments appended to the server command")
 
 
 # A Kubernetes resource quantity ("8", "500m", "64Gi").
@@ -95,14 +113,20 @@ def _check_tolerations(value: list[dict[str, Any]]) -> list[dict[str, Any]]:
 class ClusterServerConfig(Section):
     """vLLM Deployment settings used by the serve step on Kubernetes."""
 
-    image: str = "vllm/vllm-openai:v0.11.0"
-    gpus: int = Field(1, ge=0)
-    tensor_parallel_size: int = Field(1, ge=1)
-    max_model_len: int = Field(32768, ge=256)
-    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
-    node_selector: dict[str, str] = Field(default_factory=dict)
-    tolerations: list[dict[str, Any]] = Field(default_factory=list)
-    ready_timeout_s: float = Field(1800.0, gt=0)
+    image: str = Field("vllm/vllm-openai:v0.11.0", description="vLLM container image of the model-server Deployment")
+    gpus: int = Field(1, ge=0, description="GPUs (nvidia.com/gpu) requested by the vLLM container; 0: none")
+    tensor_parallel_size: int = Field(1, ge=1, description="vLLM --tensor-parallel-size (at most gpus)")
+    max_model_len: int = Field(32768, ge=256, description="vLLM --max-model-len: context length in tokens (prompt plus output)")
+    gpu_memory_utilization: float = Field(
+        0.9, gt=0, le=1, description="vLLM --gpu-memory-utilization: fraction of GPU memory vLLM may use"
+    )
+    node_selector: dict[str, str] = Field(default_factory=dict, description="node labels the vLLM pods require")
+    tolerations: list[dict[str, Any]] = Field(
+        default_factory=list, description="tolerations of the vLLM pods (Kubernetes keys: key, operator, value, effect)"
+    )
+    ready_timeout_s: float = Field(
+        1800.0, gt=0, description="seconds the server may take to become ready; then it is deleted and the step fails"
+    )
     hf_token_secret: str | None = Field(None, description="Kubernetes Secret with key HF_TOKEN, mounted as env")
     cpu: str = Field("8", pattern=_QUANTITY, description="CPU request and limit of the vLLM container")
     memory: str = Field("64Gi", pattern=_QUANTITY, description="memory request and limit of the vLLM container")
@@ -132,11 +156,15 @@ class SelfInstructConfig(Section):
     """METHOD.md step 1: new instructions by few-shot completion, filtered by the model as judge."""
 
     num_instructions: int = Field(5000, ge=1, description="new instructions per iteration")
-    max_attempts_per_slot: int = Field(10, ge=1)
-    examples_per_prompt: int = Field(2, ge=1, le=8)
+    max_attempts_per_slot: int = Field(
+        10, ge=1, description="proposals per instruction slot before the slot is left empty (reference: 10)"
+    )
+    examples_per_prompt: int = Field(
+        2, ge=1, le=8, description="few-shot example instructions drawn per proposal prompt (reference: 2)"
+    )
     use_accepted_pool: bool = Field(True, description="draw few-shot examples from seeds plus accepted instructions")
-    min_words: int = Field(3, ge=1)
-    max_words: int = Field(500, ge=1)
+    min_words: int = Field(3, ge=1, description="shortest accepted instruction, in words (zh: characters); reference: 3")
+    max_words: int = Field(500, ge=1, description="longest accepted instruction, in words (zh: characters); reference: 500")
     judge_min_words: int = Field(2000, ge=1, description="length the judge is asked about ('more than N words')")
     seeds_uri: str | None = Field(None, description="JSONL of seed instructions; the packaged seeds when empty")
     sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=1.0, top_p=0.95, max_tokens=512))
@@ -152,7 +180,7 @@ class SelfInstructConfig(Section):
 class GenerateConfig(Section):
     """METHOD.md step 2: initial responses by the Generator."""
 
-    samples_per_query: int = Field(2, ge=1)
+    samples_per_query: int = Field(2, ge=1, description="independent initial responses sampled per query (reference: 2)")
     max_retries: int = Field(20, ge=0, description="retries of a sample that fails the checks, then given up")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
 
@@ -160,8 +188,10 @@ class GenerateConfig(Section):
 class ExtendConfig(Section):
     """METHOD.md step 3: two-stage, multi-round extension."""
 
-    attempts: int = Field(2, ge=1)
-    rounds: int = Field(3, ge=1)
+    attempts: int = Field(
+        2, ge=1, description="extension attempts per response; the first that reaches min_ratio wins (reference: 2)"
+    )
+    rounds: int = Field(3, ge=1, description="compounding rounds per attempt, each extending the best text so far (reference: 3)")
     keep_fraction: float = Field(2 / 3, gt=0, le=1, description="stage-1 paragraphs kept (drops the wrap-up)")
     min_ratio: float = Field(1.2, gt=1.0, description="an attempt succeeds when final > min_ratio x initial length")
     prefill_separator: str = Field("\n\n", description="appended after the stage-1 prefill (stops immediate stops)")
@@ -172,14 +202,20 @@ class LanguageChecks(Section):
     """METHOD.md step 4, for one language."""
 
     enders: str = Field(description="sentence-final punctuation, closing quotes and brackets")
-    ngram_n: int = Field(ge=2)
-    ngram_unit: Literal["whitespace", "cjk"] = "whitespace"
-    meta_words: list[str] = Field(default_factory=list)
-    meta_head_lines: int = Field(2, ge=0)
-    meta_tail_lines: int = Field(3, ge=0)
-    check_ending: bool = True
-    check_repetition: bool = True
-    check_meta: bool = True
+    ngram_n: int = Field(ge=2, description="n of the repeated n-gram check (reference: 10 for en, 13 for zh)")
+    ngram_unit: Literal["whitespace", "cjk"] = Field(
+        "whitespace", description="n-gram tokens: whitespace tokens, or cjk (each CJK character, each run of non-space ASCII)"
+    )
+    meta_words: list[str] = Field(
+        default_factory=list, description="words (whole words, any case) that mark meta-commentary in the first and last lines"
+    )
+    meta_head_lines: int = Field(2, ge=0, description="first non-empty lines searched for meta words (reference: 2)")
+    meta_tail_lines: int = Field(3, ge=0, description="last non-empty lines searched for meta words (reference: 3)")
+    check_ending: bool = Field(True, description="reject a text whose last non-space character is not one of enders")
+    check_repetition: bool = Field(True, description="reject a text in which an n-gram occurs twice")
+    check_meta: bool = Field(
+        True, description="reject a text with meta words in its first or last lines (reference: English only)"
+    )
 
 
 # One language-aware set of enders (reference defect fixed: ASCII '.' is accepted for Chinese too).
@@ -206,15 +242,22 @@ class ChecksConfig(Section):
 class SelectConfig(Section):
     """METHOD.md step 5: keep probability 1 - coefficient * rank**exponent (rank 1 = shortest)."""
 
-    length_biased: bool = True
-    coefficient: float = Field(2.0, ge=0)
-    exponent: float = Field(3.0, gt=0)
+    length_biased: bool = Field(True, description="apply length-biased sampling; false: keep every text that passes the checks")
+    coefficient: float = Field(
+        2.0, ge=0, description="the coefficient of the keep probability 1 - coefficient * rank**exponent (reference: 2)"
+    )
+    exponent: float = Field(
+        3.0, gt=0, description="the exponent of the keep probability 1 - coefficient * rank**exponent (reference: 3)"
+    )
 
 
 class SftDataConfig(Section):
     """METHOD.md step 6."""
 
-    line_dropout: float = Field(0.2, ge=0, lt=1)
+    line_dropout: float = Field(
+        0.2, ge=0, lt=1,
+        description="chance to drop each non-empty line of the initial response in Extender examples (reference: 0.2)",
+    )
     accumulate: bool = Field(False, description="train on all iterations' data, not only the current one")
 
 
@@ -222,15 +265,24 @@ class LengthControlConfig(Section):
     """The length-following data built after the iterations."""
 
     extra_queries: int = Field(5000, ge=0, description="queries answered by the final Generator alone")
-    min_words: int = Field(2000, ge=1)
-    max_words: int = Field(8000, ge=1)
-    unit: int = Field(1000, ge=1)
-    coarse_unit: int = Field(2000, ge=1)
-    coarse_unit_probability: float = Field(0.2, ge=0, le=1)
-    type_probabilities: dict[Literal["about", "range", "above", "below"], float] = Field(
-        default_factory=lambda: {"about": 0.40, "range": 0.25, "above": 0.10, "below": 0.25}
+    min_words: int = Field(
+        2000, ge=1, description="shortest response kept and lowest constraint bound, in words (zh: characters); reference: 2000"
     )
-    chinese_numeral_probability: float = Field(0.5, ge=0, le=1)
+    max_words: int = Field(
+        8000, ge=1, description="longest response kept and highest constraint bound, in words (zh: characters); reference: 8000"
+    )
+    unit: int = Field(1000, ge=1, description="rounding unit of the constraint's numbers (reference: 1000)")
+    coarse_unit: int = Field(2000, ge=1, description="rounding unit used instead with coarse_unit_probability (reference: 2000)")
+    coarse_unit_probability: float = Field(
+        0.2, ge=0, le=1, description="probability of rounding to coarse_unit instead of unit (reference: 0.2)"
+    )
+    type_probabilities: dict[Literal["about", "range", "above", "below"], float] = Field(
+        default_factory=lambda: {"about": 0.40, "range": 0.25, "above": 0.10, "below": 0.25},
+        description="probability of each constraint type, summing to 1 (reference: 0.40, 0.25, 0.10, 0.25)",
+    )
+    chinese_numeral_probability: float = Field(
+        0.5, ge=0, le=1, description="chance that a Chinese constraint writes its numbers in Chinese numerals (reference: 0.5)"
+    )
     phrases: dict[Language, dict[Literal["about", "range", "above", "below", "append"], str]] = Field(
         default_factory=lambda: {
             "en": {
@@ -251,7 +303,9 @@ class LengthControlConfig(Section):
         },
         description="constraint wording per language and type; 'append' is used when the LLM rewrite drops the constraint",
     )
-    rewrite_with_llm: bool = True
+    rewrite_with_llm: bool = Field(
+        True, description="rewrite the query around the constraint with an LLM call; false: always the 'append' phrase"
+    )
     rewrite_sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.7, max_tokens=1024))
 
     @field_validator("type_probabilities")
@@ -272,53 +326,79 @@ class LengthControlConfig(Section):
 
 
 class LoraConfig(Section):
-    r: int = Field(8, ge=1)
-    alpha: int = Field(16, ge=1)
-    dropout: float = Field(0.05, ge=0, lt=1)
-    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+    r: int = Field(8, ge=1, description="LoRA rank of a new adapter (reference: 8)")
+    alpha: int = Field(16, ge=1, description="LoRA alpha scaling of a new adapter (reference: 16)")
+    dropout: float = Field(0.05, ge=0, lt=1, description="dropout probability of the LoRA layers")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear", description="layers LoRA adapts: all-linear (reference) or names of the model's linear layers"
+    )
 
 
 class TrainingConfig(Section):
     """METHOD.md step 7: fine-tuning of one role (reference defaults)."""
 
-    method: Literal["lora", "full"] = "lora"
+    method: Literal["lora", "full"] = Field(
+        "lora", description="lora: train a LoRA adapter on the base (reference); full: full fine-tuning"
+    )
     lora: LoraConfig = Field(default_factory=LoraConfig)
-    learning_rate: float = Field(1e-4, gt=0)
-    epochs: float = Field(4.0, gt=0)
+    learning_rate: float = Field(1e-4, gt=0, description="peak learning rate (reference: 1e-4)")
+    epochs: float = Field(4.0, gt=0, description="passes over the training data, fractions allowed (reference: 4)")
     max_steps: int | None = Field(None, ge=1, description="a step budget that overrides epochs")
-    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
-    warmup_ratio: float = Field(0.1, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
-    max_length: int = Field(16384, ge=16)
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(
+        "cosine", description="learning-rate schedule after warmup (reference: cosine)"
+    )
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="warmup as a fraction of the total optimizer steps (reference: 0.1)")
+    weight_decay: float = Field(0.0, ge=0, description="weight decay of the optimizer")
+    max_length: int = Field(
+        16384, ge=16, description="most tokens of one chat-templated example; longer ones are dropped or cut (reference: 16384)"
+    )
     truncate_overlong: bool = Field(False, description="False: over-long examples are dropped and counted")
     per_device_batch_tokens: int = Field(16384, ge=16, description="token budget of one packed micro-batch")
-    batch_size: int = Field(1, ge=1)
-    gradient_accumulation_steps: int = Field(1, ge=1)
-    batching: Literal["packed", "length-grouped", "padded"] = "packed"
+    batch_size: int = Field(1, ge=1, description="examples per micro-batch when batching is padded (reference: 1)")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="micro-batches per optimizer step (per process)")
+    batching: Literal["packed", "length-grouped", "padded"] = Field(
+        "packed", description="micro-batches: packed (no padding), length-grouped or padded (batch_size examples)"
+    )
     attention: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field(
         "auto", description="attention kernel; auto: flash_attention_2 on a GPU with flash-attn installed (varlen packing), else sdpa"
     )
     deepspeed: str | None = Field("zero3_offload", description="preset name (zero2, zero3, zero3_offload) or a JSON path; empty: none")
-    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
-    gradient_checkpointing: Literal["auto", "on", "off"] = "auto"
-    checkpoint_every_steps: int = Field(50, ge=1)
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        "auto", description="auto: bf16 on a GPU that has it, else fp16 on GPU and fp32 on CPU (reference: bf16)"
+    )
+    gradient_checkpointing: Literal["auto", "on", "off"] = Field(
+        "auto", description="activation checkpointing; auto: on with a GPU, off on CPU"
+    )
+    checkpoint_every_steps: int = Field(
+        50, ge=1, description="optimizer steps between checkpoints saved to storage (a retried step resumes from them)"
+    )
     continue_adapter: bool = Field(True, description="LoRA of iteration k starts from k-1 on the fixed base")
     merge_each_iteration: bool = Field(False, description="merge the adapter into a new base after each iteration")
     save_merged: bool = Field(False, description="LoRA: also write the adapter merged into its base (for servers without LoRA support)")
-    seed: int = 42
-    trust_remote_code: bool = False
-    logging_steps: int = Field(1, ge=1)
+    seed: int = Field(42, description="training seed (model initialisation, data order, batch plan)")
+    trust_remote_code: bool = Field(False, description="let transformers run code shipped with the base model or tokenizer")
+    logging_steps: int = Field(1, ge=1, description="optimizer steps between training log lines")
 
 
 class TrainJobConfig(Section):
     """Kubeflow Trainer placement of the training step on Kubernetes."""
 
-    mode: Literal["inline", "trainjob"] = "inline"
-    runtime: str = "selflengthen-deepspeed"
-    num_nodes: int = Field(1, ge=1)
-    gpus_per_node: int = Field(8, ge=0)
-    image: str = "ghcr.io/selflengthen/trainer:0.1.0"
-    timeout_s: float = Field(86400.0, gt=0)
+    mode: Literal["inline", "trainjob"] = Field(
+        "inline",
+        description="inline: train inside the train step; trainjob: in a Kubeflow Trainer TrainJob that the step watches",
+    )
+    runtime: str = Field(
+        "selflengthen-deepspeed",
+        description="name of the training runtime of the TrainJob (the chart installs selflengthen-deepspeed)",
+    )
+    num_nodes: int = Field(1, ge=1, description="nodes of the TrainJob")
+    gpus_per_node: int = Field(
+        8, ge=0, description="GPUs per node, one process each (0: no GPU, one process); inline on Kubernetes: the step's GPUs"
+    )
+    image: str = Field("ghcr.io/selflengthen/trainer:0.1.0", description="trainer container image of the TrainJob")
+    timeout_s: float = Field(
+        86400.0, gt=0, description="seconds a TrainJob may run (activeDeadlineSeconds); then it is deleted and the step fails"
+    )
     runtime_kind: Literal["TrainingRuntime", "ClusterTrainingRuntime"] = Field(
         "TrainingRuntime", description="kind of `runtime`: the chart installs a namespaced TrainingRuntime"
     )
@@ -337,42 +417,64 @@ class StorageConfig(Section):
     """Object storage. Credentials come only from the environment variables named here."""
 
     s3_endpoint: str | None = Field(None, description="host:port of an S3/MinIO endpoint; None: local paths only")
-    s3_secure: bool = True
-    s3_region: str | None = None
-    access_key_env: str = "AWS_ACCESS_KEY_ID"
-    secret_key_env: str = "AWS_SECRET_ACCESS_KEY"
-    max_retries: int = Field(5, ge=0)
-    backoff_initial_s: float = Field(0.5, gt=0)
-    multipart_part_size: int = Field(16 * 1024 * 1024, ge=5 * 1024 * 1024)
+    s3_secure: bool = Field(True, description="use HTTPS (TLS) to the S3 endpoint")
+    s3_region: str | None = Field(None, description="S3 region; null: the client asks the endpoint")
+    access_key_env: str = Field("AWS_ACCESS_KEY_ID", description="name of the env var holding the S3 access key (never the key)")
+    secret_key_env: str = Field(
+        "AWS_SECRET_ACCESS_KEY", description="name of the env var holding the S3 secret key (never the key)"
+    )
+    max_retries: int = Field(5, ge=0, description="retries of a transient S3 failure (connection error, 5xx, SlowDown)")
+    backoff_initial_s: float = Field(0.5, gt=0, description="first S3 retry delay in seconds, doubled per retry up to 30 s")
+    multipart_part_size: int = Field(
+        16 * 1024 * 1024, ge=5 * 1024 * 1024,
+        description="part size in bytes of S3 multipart uploads (used above it; at least 5 MiB)",
+    )
     shard_size: int = Field(64, ge=1, description="records per checkpointed shard")
 
 
 class EvalConfig(Section):
-    enabled: bool = True
-    per_iteration: bool = True
-    benchmarks: list[Literal["longen", "longbench-write", "longwrite-ruler"]] = Field(default_factory=lambda: ["longen"])
+    enabled: bool = Field(
+        True, description="evaluate the final model (and with per_iteration the Generator along the way); false: no evaluation"
+    )
+    per_iteration: bool = Field(
+        True, description="also evaluate the Generator at the start of each iteration and before the final SFT"
+    )
+    benchmarks: list[Literal["longen", "longbench-write", "longwrite-ruler"]] = Field(
+        default_factory=lambda: ["longen"], description="benchmarks answered and scored at each evaluation"
+    )
     benchmark_files: dict[str, str] = Field(default_factory=dict, description="benchmark name -> local path or URI")
     max_prompts: int | None = Field(None, ge=1, description="evaluate a prefix of each benchmark")
     sampling: SamplingConfig = Field(
         default_factory=lambda: SamplingConfig(temperature=0.5, top_p=0.8, max_tokens=32768)
     )
-    quality_rubric: Literal["longbench-write", "self-lengthen", "none"] = "none"
-    judge_retries: int = Field(3, ge=0)
+    quality_rubric: Literal["longbench-write", "self-lengthen", "none"] = Field(
+        "none", description="quality rubric scored by the serving.judge model; none: length scores only"
+    )
+    judge_retries: int = Field(3, ge=0, description="re-asks of the judge when its answer cannot be read")
     judge_sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.0, top_p=1.0, top_k=-1, repetition_penalty=1.0, max_tokens=512))
 
 
 class ReportConfig(Section):
     heldout_queries: int = Field(8, ge=1, description="fixed held-out queries answered before and after each iteration")
-    heldout_samples: int = Field(1, ge=1)
+    heldout_samples: int = Field(
+        1, ge=1, description="answers per held-out query each time the Generator answers them (with generate.sampling)"
+    )
 
 
 class PipelineConfig(Section):
     image: str = Field("ghcr.io/selflengthen/runtime:0.1.0", description="the one pinned image of all components")
-    pipeline_root: str | None = None
-    retries: int = Field(2, ge=0)
-    caching: bool = True
-    namespace: str = "selflengthen"
-    service_account: str = "selflengthen-runner"
+    pipeline_root: str | None = Field(
+        None, description="where KFP keeps the run's artifacts (e.g. s3://bucket/kfp), compiled in as the default root; "
+        "unset: the KFP installation's default (local runs: <workdir>/kfp)"
+    )
+    retries: int = Field(2, ge=0, description="KFP retries of a failed step (backoff from 15 s, doubling, at most 300 s)")
+    caching: bool = Field(
+        True, description="KFP caching of steps on their inputs (serve, teardown, prepare and report never cache)"
+    )
+    namespace: str = Field("selflengthen", description="Kubernetes namespace of the model servers and TrainJobs the steps create")
+    service_account: str = Field(
+        "selflengthen-runner", description="the runner ServiceAccount the chart and manifests install; not read by the code"
+    )
     storage_secret: str = Field("selflengthen-s3", description="Kubernetes Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY")
     api_key_secret: str | None = Field(None, description="Kubernetes Secret with SELFLENGTHEN_API_KEY")
 
@@ -382,7 +484,7 @@ class ModelConfig(Section):
     tokenizer: str | None = Field(None, description="defaults to the base model's")
     build_tiny: bool = Field(False, description="build the tiny CPU model at `base` when it is missing")
     tiny_pretrain_steps: int = Field(
-        800, ge=0, description="pre-training steps of the tiny model (a step budget keeps the build deterministic); 0: untrained"
+        1000, ge=0, description="pre-training steps of the tiny model (a step budget keeps the build deterministic); 0: untrained"
     )
 
 
@@ -392,11 +494,19 @@ class ModelConfig(Section):
 class RunConfig(Section):
     """A whole Self-Lengthen run."""
 
-    run_id: str = Field("selflengthen", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
+    run_id: str = Field(
+        "selflengthen", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63,
+        description="run name (a DNS label): artefacts go to <workdir>/<run_id>; names and labels its Kubernetes objects",
+    )
     workdir: str = Field("runs/local", description="root URI of every artefact of the run (local path or s3://bucket/prefix)")
-    seed: int = 1234
-    iterations: int = Field(3, ge=1, le=50)
-    languages: list[Language] = Field(default_factory=lambda: ["en", "zh"], min_length=1)
+    seed: int = Field(1234, description="run seed: few-shot draws, length-biased selection, line dropout and length constraints")
+    iterations: int = Field(
+        3, ge=1, le=50, description="macro-iterations (generate, extend, select, train) before the final phase (reference: 3)"
+    )
+    languages: list[Language] = Field(
+        default_factory=lambda: ["en", "zh"], min_length=1,
+        description="languages of the run: seeds, new instructions (split evenly), held-out queries",
+    )
     model: ModelConfig
     self_instruct: SelfInstructConfig = Field(default_factory=SelfInstructConfig)
     generate: GenerateConfig = Field(default_factory=GenerateConfig)

@@ -103,6 +103,13 @@ def test_images_secrets_and_security_context_come_from_the_config(tmp_path: Path
     assert "secretAsEnv" not in executors["exec-select"] or len(executors["exec-select"]["secretAsEnv"]) == 1
 
 
+def test_the_pipeline_root_comes_from_the_config(tmp_path: Path) -> None:
+    spec, _ = compiled(load_config(CLUSTER_CONFIG, {"pipeline.pipeline_root": "s3://artifacts/kfp"}), tmp_path)
+    assert spec["defaultPipelineRoot"] == "s3://artifacts/kfp"
+    spec, _ = compiled(load_config(CLUSTER_CONFIG, {"pipeline.pipeline_root": None}), tmp_path)
+    assert "defaultPipelineRoot" not in spec
+
+
 def test_inline_training_gets_gpus_and_placement_trainjobs_do_not(tmp_path: Path) -> None:
     placement = {
         "trainjob.mode": "inline",
