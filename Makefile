@@ -19,22 +19,22 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/selflengthen run $(ARGS)
 
-# The CI suite: unit and integration tiers against real servers. The tiers that need the
-# pre-trained tiny model (method behaviour, e2e) run with `make test-pretrained`.
+# The whole suite (CI runs exactly this): unit, integration against real servers, the tests of the
+# method on the pre-trained tiny model, and the end-to-end pipeline. The tiers run alone below.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -ra -m "not pretrained and not e2e and not vllm" $(PYTEST_ARGS)
-
-test-pretrained: $(STAMP)
-	$(BIN)/python -m pytest -q -ra -m "pretrained or e2e" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -ra --durations=15 $(PYTEST_ARGS)
 
 test-unit: $(STAMP)
-	$(BIN)/python -m pytest -q -ra -m "not integration and not e2e and not vllm and not pretrained"
+	$(BIN)/python -m pytest -q -ra -m "not integration and not e2e and not pretrained" $(PYTEST_ARGS)
 
 test-integration: $(STAMP)
-	$(BIN)/python -m pytest -q -ra -m "integration and not pretrained"
+	$(BIN)/python -m pytest -q -ra -m "integration and not pretrained" $(PYTEST_ARGS)
+
+test-pretrained: $(STAMP)
+	$(BIN)/python -m pytest -q -ra -m "pretrained" $(PYTEST_ARGS)
 
 test-e2e: $(STAMP)
-	$(BIN)/python -m pytest -q -ra -m e2e
+	$(BIN)/python -m pytest -q -ra -m e2e $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .cache

@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import importlib
-
 import typer
+
+from selflengthen.cli import config_cmd, eval_cmd, pipeline_cmd, stages_cmd, tiny_cmd, train_cmd
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Self-Lengthen: teach an LLM to write long answers.")
 
-# module name -> how it attaches: modules expose `register(app)`.
-_COMMAND_MODULES = ("config_cmd", "stages_cmd", "tiny_cmd", "train_cmd", "eval_cmd", "pipeline_cmd")
-
-for _name in _COMMAND_MODULES:
-    try:
-        _module = importlib.import_module(f"selflengthen.cli.{_name}")
-    except ModuleNotFoundError as error:  # a command group not built yet
-        if error.name != f"selflengthen.cli.{_name}":
-            raise
-        continue
+for _module in (config_cmd, stages_cmd, tiny_cmd, train_cmd, eval_cmd, pipeline_cmd):
     _module.register(app)
 
 
