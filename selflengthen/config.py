@@ -142,6 +142,8 @@ class ClusterServerConfig(Section):
 
 
 class ServingConfig(Section):
+    """One OpenAI-compatible endpoint per role, and how local and cluster servers are started."""
+
     generator: EndpointConfig = Field(default_factory=EndpointConfig)
     extender: EndpointConfig = Field(default_factory=EndpointConfig)
     judge: EndpointConfig = Field(default_factory=EndpointConfig)
@@ -223,6 +225,8 @@ _ENDERS = ".!?。！？…；;」』”’\"')）】》]*`~"
 
 
 class ChecksConfig(Section):
+    """The quality checks of METHOD.md step 4, per language."""
+
     en: LanguageChecks = Field(
         default_factory=lambda: LanguageChecks(
             enders=_ENDERS,
@@ -326,6 +330,8 @@ class LengthControlConfig(Section):
 
 
 class LoraConfig(Section):
+    """LoRA adapter shape (peft)."""
+
     r: int = Field(8, ge=1, description="LoRA rank of a new adapter (reference: 8)")
     alpha: int = Field(16, ge=1, description="LoRA alpha scaling of a new adapter (reference: 16)")
     dropout: float = Field(0.05, ge=0, lt=1, description="dropout probability of the LoRA layers")
@@ -433,6 +439,8 @@ class StorageConfig(Section):
 
 
 class EvalConfig(Section):
+    """Benchmarks, their sampling and the LLM judge (METHOD.md, Evaluation)."""
+
     enabled: bool = Field(
         True, description="evaluate the final model (and with per_iteration the Generator along the way); false: no evaluation"
     )
@@ -455,6 +463,8 @@ class EvalConfig(Section):
 
 
 class ReportConfig(Section):
+    """The fixed held-out query set whose answer lengths the report follows."""
+
     heldout_queries: int = Field(8, ge=1, description="fixed held-out queries answered before and after each iteration")
     heldout_samples: int = Field(
         1, ge=1, description="answers per held-out query each time the Generator answers them (with generate.sampling)"
@@ -462,6 +472,8 @@ class ReportConfig(Section):
 
 
 class PipelineConfig(Section):
+    """Kubeflow Pipelines settings: image, retries, caching, namespace and Secrets."""
+
     image: str = Field("ghcr.io/selflengthen/runtime:0.1.0", description="the one pinned image of all components")
     pipeline_root: str | None = Field(
         None, description="where KFP keeps the run's artifacts (e.g. s3://bucket/kfp), compiled in as the default root; "
@@ -480,6 +492,8 @@ class PipelineConfig(Section):
 
 
 class ModelConfig(Section):
+    """The base model both roles start from."""
+
     base: str = Field(description="base model: a local path or URI of a Hugging Face model folder")
     tokenizer: str | None = Field(None, description="defaults to the base model's")
     build_tiny: bool = Field(False, description="build the tiny CPU model at `base` when it is missing")
