@@ -451,7 +451,9 @@ class EvalConfig(Section):
         default_factory=lambda: ["longen"], description="benchmarks answered and scored at each evaluation"
     )
     benchmark_files: dict[str, str] = Field(default_factory=dict, description="benchmark name -> local path or URI")
-    max_prompts: int | None = Field(None, ge=1, description="evaluate a prefix of each benchmark")
+    max_prompts: int | None = Field(
+        None, ge=1, description="evaluate the first N prompts of each benchmark (of those in the run's languages, which the evaluate step keeps)"
+    )
     sampling: SamplingConfig = Field(
         default_factory=lambda: SamplingConfig(temperature=0.5, top_p=0.8, max_tokens=32768)
     )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from importlib import resources
 
-from typing import Literal
+from typing import Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
@@ -160,14 +160,27 @@ def packaged_benchmark(benchmark: str) -> str:
     return str(resources.files("selflengthen") / "data" / "benchmarks" / PACKAGED_FILES[benchmark])
 
 
+def row_language(row: BenchmarkRow) -> str:
+    """The language of a benchmark prompt: LonGen's own field, else detected from the prompt."""
+    return row.language if isinstance(row, LonGenRow) else detect_language(row.prompt)
+
+
 def load_benchmark(
-    storage: Storage, benchmark: str, source: str | None, *, max_prompts: int | None = None
+    storage: Storage,
+    benchmark: str,
+    source: str | None,
+    *,
+    max_prompts: int | None = None,
+    languages: Sequence[str] | None = None,
 ) -> list[BenchmarkRow]:
-    """The prompts of ``benchmark`` from ``source`` (the first ``max_prompts`` when given)."""
+    """The prompts of ``benchmark`` from ``source``: those in ``languages`` when given, the first
+    ``max_prompts`` of them when given."""
     _check_benchmark(benchmark)
     source = source or packaged_benchmark(benchmark)
     path = _download_hf(source) if source.startswith(HF_DATASETS_SCHEME) else source
     rows = parse_jsonl(storage.read_text(path), ROW_MODELS[benchmark], source)
+    if languages is not None:
+        rows = [row for row in rows if row_language(row) in languages]
     return rows[:max_prompts] if max_prompts else rows
 
 

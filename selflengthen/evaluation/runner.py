@@ -115,8 +115,9 @@ def evaluate(config: RunConfig, *, endpoint: EndpointConfig, output: str, iterat
     results: dict[str, Any] = {}
     for benchmark in config.eval.benchmarks:
         rows = load_benchmark(
-            storage, benchmark, config.eval.benchmark_files.get(benchmark), max_prompts=config.eval.max_prompts
-        )
+            storage, benchmark, config.eval.benchmark_files.get(benchmark), max_prompts=config.eval.max_prompts,
+            languages=config.languages,
+        )  # fmt: skip
         predictions = join_uri(output, benchmark, "predictions")
         generate_predictions(
             config, benchmark, rows, endpoint=endpoint, output=predictions, storage=storage, iteration=iteration

@@ -9,7 +9,7 @@ from fastapi import HTTPException
 from typer.testing import CliRunner
 
 from selflengthen.cli import app
-from selflengthen.evaluation.benchmarks import load_benchmark
+from selflengthen.evaluation.benchmarks import load_benchmark, row_language
 from selflengthen.storage import get_storage
 from tests.evaluation.test_judge import SCORES_A, SCORES_B, scripted_judge
 
@@ -156,6 +156,17 @@ def test_generate_defaults_to_the_packaged_benchmark_copy(tmp_path):
 @pytest.mark.parametrize(("benchmark", "rows"), [("longen", 240), ("longbench-write", 120), ("longwrite-ruler", 48)])
 def test_packaged_benchmark_copies(benchmark, rows):
     assert len(load_benchmark(get_storage(), benchmark, None)) == rows
+
+
+@pytest.mark.parametrize("benchmark", ["longen", "longbench-write"])
+def test_a_run_evaluates_the_prompts_in_its_languages(benchmark):
+    every = load_benchmark(get_storage(), benchmark, None)
+    english = load_benchmark(get_storage(), benchmark, None, languages=["en"])
+    assert 0 < len(english) < len(every)
+    assert all(row_language(row) == "en" for row in english)
+    assert load_benchmark(get_storage(), benchmark, None, languages=["en"], max_prompts=3) == english[:3]
+    both = load_benchmark(get_storage(), benchmark, None, languages=["en", "zh"])
+    assert len(both) == len(every)
 
 
 def test_generate_against_an_unreachable_endpoint_fails_clearly(tmp_path):
