@@ -44,7 +44,7 @@ def run_command(
 
     cfg = load_run_config(config, overrides)
     folder = workdir or default_workdir(cfg.workdir, cfg.run_id)
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)  # one line per step, also in a log file
     report = run_local(cfg, folder, console=console)
     Console().print(length_table(report))
     console.print(f"report: {Path(folder).resolve() / 'report.html'}")
