@@ -15,13 +15,13 @@ E2E_OVERRIDES: dict[str, Any] = {
     "self_instruct.num_instructions": 4,
     "self_instruct.max_attempts_per_slot": 3,
     "generate.max_retries": 2,
-    "generate.sampling.max_tokens": 512,
     "extend.rounds": 1,
     "extend.sampling.max_tokens": 768,
     "length_control.extra_queries": 2,
     "length_control.rewrite_sampling.max_tokens": 96,
     "eval.max_prompts": 2,
     "eval.sampling.max_tokens": 256,
+    "report.heldout_samples": 1,
     "pipeline.retries": 0,
 }
 
