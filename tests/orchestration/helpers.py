@@ -1,4 +1,6 @@
-"""Configs shared by the orchestration tests."""
+"""Configs and process checks shared by the orchestration and pipeline tests."""
+
+import os
 
 from selflengthen.config import RunConfig, parse_config
 
@@ -8,3 +10,12 @@ def run_config(workdir: str, **overrides: object) -> RunConfig:
     data = {"run_id": "unit", "workdir": workdir, "iterations": 2, "languages": ["en"], "model": {"base": "/models/base"}}
     data.update(overrides)
     return parse_config(data)
+
+
+def alive(pid: int) -> bool:
+    """Whether a process with ``pid`` exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

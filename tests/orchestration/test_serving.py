@@ -1,6 +1,5 @@
 """Serve and teardown steps with a real local model server (transformers serve, tiny model)."""
 
-import os
 from datetime import datetime, timezone
 
 import httpx
@@ -11,15 +10,7 @@ from selflengthen.orchestration import serving
 from selflengthen.orchestration.layout import RunLayout
 from selflengthen.storage import get_storage, join_uri
 from selflengthen.training.output import COMPLETE_NAME, TrainedModel
-from tests.orchestration.helpers import run_config
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+from tests.orchestration.helpers import alive, run_config
 
 
 @pytest.mark.integration
