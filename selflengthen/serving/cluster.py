@@ -165,7 +165,7 @@ def _vllm_container(config: RunConfig, served_model: str, model: str, with_adapt
     args = [
         "--model", model,
         "--served-model-name", f"{served_model}-base" if with_adapter else served_model,
-        "--host", "0.0.0.0",
+        "--host", "0.0.0.0",  # inside the pod: the Service reaches it on the pod IP (local servers bind 127.0.0.1)
         "--port", str(PORT),
         "--max-model-len", str(cluster.max_model_len),
         "--tensor-parallel-size", str(cluster.tensor_parallel_size),
