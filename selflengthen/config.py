@@ -382,6 +382,11 @@ class TrainingConfig(Section):
     merge_each_iteration: bool = Field(False, description="merge the adapter into a new base after each iteration")
     save_merged: bool = Field(False, description="LoRA: also write the adapter merged into its base (for servers without LoRA support)")
     seed: int = Field(42, description="training seed (model initialisation, data order, batch plan)")
+    on_no_examples: Literal["fail", "carry_forward"] = Field(
+        "fail",
+        description="when a role's SFT data holds no examples (every response was rejected): fail the train step, "
+        "or carry the previous model forward unchanged (0 steps; the reason goes to the metrics and the report)",
+    )
     trust_remote_code: bool = Field(False, description="let transformers run code shipped with the base model or tokenizer")
     logging_steps: int = Field(1, ge=1, description="optimizer steps between training log lines")
 

@@ -101,13 +101,27 @@ def _score_lines(entry: dict[str, Any]) -> list[str]:
     ]
 
 
+def training_summary(figures: dict[str, Any]) -> str:
+    """A training run's figures in a few words: steps and loss, or why nothing was trained."""
+    if "carried_forward" in figures:
+        return f"not trained, {figures['carried_forward']} carried forward: {figures['reason']}"
+    loss = figures.get("train_loss")
+    return f"{figures.get('steps')} steps" + (f", loss {loss:.3f}" if isinstance(loss, float) else "")
+
+
+def _entry_lines(entry: dict[str, Any]) -> list[str]:
+    """The bullet lines of an iteration: counts, training, scores."""
+    training = [f"{role} training: {training_summary(figures)}" for role, figures in entry.get("training", {}).items()]
+    return [*_count_lines(entry["counts"]), *training, *_score_lines(entry)]
+
+
 def render_markdown(report: dict[str, Any], images: dict[int, str]) -> str:
     """Markdown: per iteration, counts, a length table and the plot (``images``: iteration -> src)."""
     header = f"| distribution | n | {' | '.join(STATS)} |\n|---|---:|{'---:|' * len(STATS)}"
     parts = [f"# Self-Lengthen report: {report.get('run_id', '')}".rstrip(": "), "", "Lengths in words (Self-Lengthen counter)."]
     for entry in report["iterations"]:
         parts += ["", f"## Iteration {entry['iteration']}", ""]
-        parts += [f"- {line}" for line in [*_count_lines(entry["counts"]), *_score_lines(entry)]]
+        parts += [f"- {line}" for line in _entry_lines(entry)]
         parts += ["", header, *("| " + " | ".join(row) + " |" for row in _length_rows(entry))]
         if entry["iteration"] in images:
             parts += ["", f"![lengths, iteration {entry['iteration']}]({images[entry['iteration']]})"]
@@ -122,7 +136,7 @@ def render_html(report: dict[str, Any], plots: dict[int, bytes]) -> str:
     body = [f"<h1>Self-Lengthen report {html.escape(str(report.get('run_id', '')))}</h1>", "<p>Lengths in words (Self-Lengthen counter).</p>"]
     for entry in report["iterations"]:
         body.append(f"<h2>Iteration {entry['iteration']}</h2><ul>")
-        body += [f"<li>{html.escape(line)}</li>" for line in [*_count_lines(entry["counts"]), *_score_lines(entry)]]
+        body += [f"<li>{html.escape(line)}</li>" for line in _entry_lines(entry)]
         body.append("</ul><table><tr><th>distribution</th><th>n</th>" + "".join(f"<th>{key}</th>" for key in STATS) + "</tr>")
         body += ["<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in _length_rows(entry)]
         body.append("</table>")

@@ -91,7 +91,10 @@ def _training_figures(storage: Storage, output: str) -> dict[str, Any]:
     from selflengthen.training.output import METRICS_NAME
 
     figures = json.loads(storage.read_text(join_uri(output, METRICS_NAME)))
-    return {key: figures.get(key) for key in TRAINING_FIGURES}
+    shown = {key: figures.get(key) for key in TRAINING_FIGURES}
+    if "carried_forward" in figures:  # no training: training.on_no_examples is carry_forward
+        shown.update({key: figures[key] for key in ("carried_forward", "reason")})
+    return shown
 
 
 def _final_entry(storage: Storage, config: RunConfig, layout: RunLayout) -> dict[str, Any]:

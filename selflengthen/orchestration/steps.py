@@ -238,12 +238,11 @@ def sft_data(config: RunConfig, *, phase: str, selected: str) -> StepResult:
 @step("train", imports=("selflengthen.training",))
 def train(config: RunConfig, *, phase: str, role: Role, data: str, previous: str) -> StepResult:
     from selflengthen.orchestration.training import train as train_role
+    from selflengthen.report import training_summary
 
     output = RunLayout(config).phase(phase, "train", role)
     figures = train_role(config, role=role, iteration=phase_index(config, phase), data=data, previous=previous, output=output)
-    loss = figures.get("train_loss")
-    summary = f"{figures.get('steps')} steps" + (f", loss {loss:.3f}" if isinstance(loss, float) else "")
-    return StepResult(output, summary, figures)
+    return StepResult(output, training_summary(figures), figures)
 
 
 @step("length-control", imports=("selflengthen.stages.length_control",))

@@ -12,7 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 from selflengthen.config import Role, RunConfig, TrainingConfig
+from selflengthen.datasets import read_manifest
 from selflengthen.errors import TrainingError
+from selflengthen.logs import stage_logger
 from selflengthen.storage import Storage, get_storage
 
 
@@ -34,8 +36,23 @@ def starting_point(storage: Storage, training: TrainingConfig, previous: str) ->
 
 
 def train(config: RunConfig, *, role: Role, iteration: int, data: str, previous: str, output: str) -> dict[str, Any]:
-    """Fine-tune ``role`` on dataset ``data`` after ``previous`` into ``output``; the run's metrics."""
+    """Fine-tune ``role`` on dataset ``data`` after ``previous`` into ``output``; the run's metrics.
+
+    Data without examples (every response of the iteration rejected) fails the step, or with
+    ``training.on_no_examples: carry_forward`` makes ``output`` the previous model, unchanged.
+    """
     storage = get_storage(config.storage)
+    if read_manifest(storage, data).count == 0:
+        reason = f"the {role} SFT data of iteration {iteration} ({data}) holds no examples: every response was rejected"
+        if config.training.on_no_examples == "fail":
+            raise TrainingError(
+                f"{reason} (the extend and select steps' metrics count why); "
+                "set training.on_no_examples: carry_forward to go on with the previous model"
+            )
+        from selflengthen.training.output import carry_forward
+
+        stage_logger(config.run_id, f"train-{role}", iteration).warning("%s; the previous model %s is carried forward", reason, previous)
+        return carry_forward(storage, config.training, role, previous, output, reason)
     base, adapter_from = starting_point(storage, config.training, previous)
     arguments = dict(data_uri=data, base_model_uri=base, output_uri=output, adapter_from_uri=adapter_from)
     if config.trainjob.mode == "trainjob":

@@ -20,7 +20,7 @@ import hashlib
 import json
 import re
 import shutil
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
@@ -103,6 +103,23 @@ def publish(storage: Storage, output_uri: str, root: Path, trained: TrainedModel
                 storage.upload_dir(root / name, join_uri(output_uri, name))
     storage.write_text(join_uri(output_uri, METRICS_NAME), json.dumps(metrics, indent=2))
     storage.write_text(join_uri(output_uri, COMPLETE_NAME), trained.model_dump_json(indent=2))
+
+
+def carry_forward(storage: Storage, training: TrainingConfig, role: str, previous: str, output_uri: str, reason: str) -> dict:
+    """Finish the run at ``output_uri`` without training: its result is the model at ``previous``
+    (a plain model folder or an earlier run's output), after 0 steps. Returns its metrics."""
+    earlier = read_trained_model(storage, previous)
+    now = datetime.now(timezone.utc)
+    if earlier is not None:
+        trained = earlier.model_copy(update={"role": role, "steps": 0, "completed_at": now})
+    else:
+        model = previous if writes_model(training) else None
+        trained = TrainedModel(
+            role=role, method=training.method, base_model=previous, adapter=None, model=model, steps=0, completed_at=now
+        )
+    metrics = {"steps": 0, "examples": 0, "carried_forward": previous, "reason": reason}
+    publish(storage, output_uri, local_root(output_uri), trained, metrics)
+    return metrics
 
 
 class CheckpointStore:

@@ -100,3 +100,15 @@ def test_no_scores_when_no_iteration_was_evaluated(tmp_path: Path) -> None:
     built = build_report(config)
     assert all("evaluation" not in entry for entry in built.data["iterations"])
     assert "evaluation" not in built.metrics()["iteration1"]
+
+
+def test_training_lines_say_when_a_model_was_carried_forward(tmp_path: Path) -> None:
+    config = run_config(str(tmp_path))
+    finished_run(config)
+    carried = {"steps": 0, "examples": 0, "carried_forward": "/models/base", "reason": "the generator SFT data holds no examples"}
+    get_storage().write_text(join_uri(RunLayout(config).iteration(1, "train", "generator"), "metrics.json"), json.dumps(carried))
+    built = build_report(config)
+    assert built.data["iterations"][0]["training"]["generator"]["carried_forward"] == "/models/base"
+    markdown = (Path(publish_report(config, built)).parent / "report.md").read_text()
+    assert "- generator training: not trained, /models/base carried forward: the generator SFT data holds no examples" in markdown
+    assert "- extender training: 4 steps, loss 2.500" in markdown
