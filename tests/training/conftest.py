@@ -8,18 +8,12 @@ from typing import Iterator
 
 import pytest
 
-from tests.training.helpers import FACTS, REPO, sft_example, write_jsonl
+from tests.training.helpers import FACTS, sft_example, write_jsonl
 
 
 @pytest.fixture
 def facts_jsonl(tmp_path: Path) -> str:
     return write_jsonl(tmp_path / "facts.jsonl", [sft_example(i, q, a) for i, (q, a) in enumerate(FACTS)])
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _compiled_ops_cache() -> None:
-    """DeepSpeed compiles a few CPU ops on first use (about a minute): keep them in the repo's cache."""
-    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions"))
 
 
 @pytest.fixture
