@@ -20,11 +20,9 @@ run: $(STAMP)
 	$(BIN)/selflengthen run $(ARGS)
 
 # The whole suite (CI runs exactly this): unit, integration against real servers, the tests of the
-# method on the pre-trained tiny model, and the end-to-end pipeline, on TEST_WORKERS pytest-xdist
-# workers; the tests on the tiny model share one worker (tests/conftest.py). The tiers run alone below.
-TEST_WORKERS ?= 2
+# method on the pre-trained tiny model, and the end-to-end pipeline. The tiers run alone below.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -ra --durations=15 -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -ra --durations=15 $(PYTEST_ARGS)
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -q -ra -m "not integration and not e2e and not pretrained" $(PYTEST_ARGS)

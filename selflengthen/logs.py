@@ -13,7 +13,8 @@ def configure_logging(level: int = logging.INFO) -> None:
     logger = logging.getLogger("selflengthen")
     if not logger.handlers:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(_FORMAT))
+        # Module loggers (the client's retries, say) log without the stage's fields: "-" then.
+        handler.setFormatter(logging.Formatter(_FORMAT, defaults={"run_id": "-", "iteration": "-", "stage": "-"}))
         logger.addHandler(handler)
         logger.setLevel(level)
         logger.propagate = False

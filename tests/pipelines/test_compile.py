@@ -39,7 +39,13 @@ def executor_tasks(spec: dict):
 
 def test_the_compiled_cluster_pipeline_is_up_to_date(tmp_path: Path) -> None:
     fresh = compile_pipeline(load_config(CLUSTER_CONFIG), tmp_path / "fresh.yaml").read_text()
-    assert fresh == COMPILED.read_text(), f"{COMPILED.relative_to(REPO)} is out of date; regenerate it with: {REGENERATE}"
+    assert _content(fresh) == _content(COMPILED.read_text()), f"{COMPILED.relative_to(REPO)} is out of date; regenerate it with: {REGENERATE}"
+
+
+def _content(compiled_yaml: str) -> list[str]:
+    """The lines of a compiled pipeline but the kfp version that wrote it (a patch release of the
+    SDK changes that line only)."""
+    return [line for line in compiled_yaml.splitlines() if not line.startswith("sdkVersion:")]
 
 
 def test_iterations_are_unrolled_each_feeding_the_next(tmp_path: Path) -> None:
