@@ -14,7 +14,8 @@ def formatted(logger: logging.Logger | logging.LoggerAdapter, message: str, *arg
         logger.info(message, *args)
     finally:
         base.removeFilter(records.append)
-    (handler,) = logging.getLogger("selflengthen").handlers
+    # The handler configure_logging added (tests may have added capturing handlers beside it).
+    handler = next(h for h in logging.getLogger("selflengthen").handlers if type(h) is logging.StreamHandler)
     return handler.format(records[0])
 
 
