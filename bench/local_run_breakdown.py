@@ -2,9 +2,10 @@
 
 Run:  .venv/bin/python bench/local_run_breakdown.py      (the whole default run: many minutes on 2 CPU cores)
 
-Runs ``selflengthen run`` (configs/tiny-local.yaml unless ``--config``) as a user would, in a fresh
-folder, and measures its wall time. Every step records when its process started, when its library
-call started and when it ended (``timings.jsonl`` of the run's folder), so the wall time splits into
+Runs ``selflengthen run`` (the packaged selflengthen/configs/tiny-local.yaml unless ``--config``) as a
+user would, in a fresh folder, and measures its wall time. Every step records when its process started,
+when its library call started and when it ended (``timings.jsonl`` of the run's folder), so the wall
+time splits into
 
 * model work: the steps' library calls, by kind: generation (self-instruct, answers, extension,
   length control, evaluation), training, serving (model servers up and down), preparation (the
@@ -62,7 +63,7 @@ def breakdown(wall_s: float, timings: list[dict]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", help="run config (default: configs/tiny-local.yaml)")
+    parser.add_argument("--config", help="run config (default: selflengthen/configs/tiny-local.yaml)")
     parser.add_argument("--set", action="append", default=[], dest="overrides", help="config override dotted.key=value")
     parser.add_argument("--workdir", type=Path, help="the run's folder (default: a fresh temporary one)")
     args = parser.parse_args()

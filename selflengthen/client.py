@@ -1,6 +1,6 @@
 """The one generation code path: an async client for OpenAI-compatible model servers.
 
-Every stage talks to its model through :class:`GenerationClient` (DESIGN.md principle 5). The server
+Every stage talks to its model through :class:`GenerationClient` (docs/architecture.md, principle 5). The server
 is vLLM in production and ``transformers serve`` locally; the client papers over their differences:
 
 - bounded concurrency: one ``asyncio.Semaphore`` of ``endpoint.max_concurrency`` per client, shared by
@@ -17,7 +17,7 @@ is vLLM in production and ``transformers serve`` locally; the client papers over
   warning.
 
 finish_reason ``"length"`` (the text hit ``max_tokens``) is passed through untouched: the stages
-treat such a text as a failure (METHOD.md step 4), never as a success.
+treat such a text as a failure (docs/method.md, step 4), never as a success.
 """
 
 from __future__ import annotations

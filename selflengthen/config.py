@@ -1,6 +1,6 @@
 """The one typed configuration of a Self-Lengthen run.
 
-Every knob of METHOD.md, serving, training, storage and cluster placement lives here, with the
+Every knob of the method (docs/method.md), serving, training, storage and cluster placement lives here, with the
 reference's defaults. YAML in (``load_config``), validated; unknown keys and impossible values are
 rejected with a message naming the field (``ConfigError``).
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -155,7 +156,7 @@ class ServingConfig(Section):
 
 
 class SelfInstructConfig(Section):
-    """METHOD.md step 1: new instructions by few-shot completion, filtered by the model as judge."""
+    """docs/method.md, step 1: new instructions by few-shot completion, filtered by the model as judge."""
 
     num_instructions: int = Field(5000, ge=1, description="new instructions per iteration")
     max_attempts_per_slot: int = Field(
@@ -180,7 +181,7 @@ class SelfInstructConfig(Section):
 
 
 class GenerateConfig(Section):
-    """METHOD.md step 2: initial responses by the Generator."""
+    """docs/method.md, step 2: initial responses by the Generator."""
 
     samples_per_query: int = Field(2, ge=1, description="independent initial responses sampled per query (reference: 2)")
     max_retries: int = Field(20, ge=0, description="retries of a sample that fails the checks, then given up")
@@ -188,7 +189,7 @@ class GenerateConfig(Section):
 
 
 class ExtendConfig(Section):
-    """METHOD.md step 3: two-stage, multi-round extension."""
+    """docs/method.md, step 3: two-stage, multi-round extension."""
 
     attempts: int = Field(
         2, ge=1, description="extension attempts per response; the first that reaches min_ratio wins (reference: 2)"
@@ -201,7 +202,7 @@ class ExtendConfig(Section):
 
 
 class LanguageChecks(Section):
-    """METHOD.md step 4, for one language."""
+    """docs/method.md, step 4, for one language."""
 
     enders: str = Field(description="sentence-final punctuation, closing quotes and brackets")
     ngram_n: int = Field(ge=2, description="n of the repeated n-gram check (reference: 10 for en, 13 for zh)")
@@ -225,7 +226,7 @@ _ENDERS = ".!?。！？…；;」』”’\"')）】》]*`~"
 
 
 class ChecksConfig(Section):
-    """The quality checks of METHOD.md step 4, per language."""
+    """The quality checks of docs/method.md, step 4, per language."""
 
     en: LanguageChecks = Field(
         default_factory=lambda: LanguageChecks(
@@ -244,7 +245,7 @@ class ChecksConfig(Section):
 
 
 class SelectConfig(Section):
-    """METHOD.md step 5: keep probability 1 - coefficient * rank**exponent (rank 1 = shortest)."""
+    """docs/method.md, step 5: keep probability 1 - coefficient * rank**exponent (rank 1 = shortest)."""
 
     length_biased: bool = Field(True, description="apply length-biased sampling; false: keep every text that passes the checks")
     coefficient: float = Field(
@@ -256,7 +257,7 @@ class SelectConfig(Section):
 
 
 class SftDataConfig(Section):
-    """METHOD.md step 6."""
+    """docs/method.md, step 6."""
 
     line_dropout: float = Field(
         0.2, ge=0, lt=1,
@@ -341,7 +342,7 @@ class LoraConfig(Section):
 
 
 class TrainingConfig(Section):
-    """METHOD.md step 7: fine-tuning of one role (reference defaults)."""
+    """docs/method.md, step 7: fine-tuning of one role (reference defaults)."""
 
     method: Literal["lora", "full"] = Field(
         "lora", description="lora: train a LoRA adapter on the base (reference); full: full fine-tuning"
@@ -444,7 +445,7 @@ class StorageConfig(Section):
 
 
 class EvalConfig(Section):
-    """Benchmarks, their sampling and the LLM judge (METHOD.md, Evaluation)."""
+    """Benchmarks, their sampling and the LLM judge (docs/method.md, "Evaluation")."""
 
     enabled: bool = Field(
         True, description="evaluate the final model (and with per_iteration the Generator along the way); false: no evaluation"
@@ -614,5 +615,6 @@ def apply_override(data: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def default_config_path() -> Path:
-    """The local embedded default (configs/tiny-local.yaml beside the package source)."""
-    return Path(__file__).resolve().parent.parent / "configs" / "tiny-local.yaml"
+    """The local embedded default, package data (selflengthen/configs/tiny-local.yaml): found the same
+    way from a source checkout, an installed wheel and the runtime image."""
+    return Path(str(resources.files("selflengthen") / "configs" / "tiny-local.yaml"))

@@ -38,7 +38,7 @@ class Query(Record):
 
 
 class ExtensionRound(BaseModel):
-    """One round of one extension attempt (METHOD.md step 3)."""
+    """One round of one extension attempt (docs/method.md, step 3)."""
 
     model_config = ConfigDict(extra="forbid")
 

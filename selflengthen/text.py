@@ -7,7 +7,7 @@ from collections import Counter
 
 from selflengthen.config import Language, LanguageChecks
 
-# CJK ideographs, CJK symbols and punctuation, full-width forms (METHOD.md, "Counting length").
+# CJK ideographs, CJK symbols and punctuation, full-width forms (docs/method.md, "Counting length").
 _SELFLENGTHEN_WIDE = re.compile(r"[\u4e00-\u9fff\u3000-\u303f\uff00-\uffef]")
 _LONGBENCH_HAN = re.compile(r"[\u4e00-\u9fff]")
 _LONGBENCH_WORD = re.compile(r"\b[a-zA-Z]+\b")
@@ -81,7 +81,7 @@ def detect_language(text: str) -> Language:
     return "zh" if han > latin else "en"
 
 
-# ---------------------------------------------------------------------------- checks (METHOD.md step 4)
+# ---------------------------------------------------------------------------- checks (docs/method.md, step 4)
 
 REASONS = ("empty", "truncated", "no_final_punctuation", "repeated_ngram", "meta_commentary")
 

@@ -62,7 +62,7 @@ MODEL_SHAPE = {
     "num_attention_heads": 4,
     "num_key_value_heads": 2,
 }
-# The method's default sampling (METHOD.md), written to generation_config.json.
+# The method's default sampling (docs/method.md, "Sampling defaults"), written to generation_config.json.
 DEFAULT_SAMPLING = {"do_sample": True, "temperature": 0.7, "top_p": 0.8, "top_k": 20, "repetition_penalty": 1.1}
 
 # Pre-training: token-budget batches of length-grouped examples, AdamW, warmup then cosine decay.

@@ -15,7 +15,9 @@ from selflengthen.errors import SelfLengthenError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-ConfigOption = typer.Option(None, "--config", "-c", help="run config YAML (default: configs/tiny-local.yaml)")
+ConfigOption = typer.Option(
+    None, "--config", "-c", help="run config YAML (default: the packaged selflengthen/configs/tiny-local.yaml)"
+)
 SetOption = typer.Option([], "--set", help="override a config value: dotted.key=value (value parsed as YAML)")
 
 

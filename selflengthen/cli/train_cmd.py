@@ -1,4 +1,4 @@
-"""`selflengthen train`: fine-tune one role on one iteration's SFT examples (METHOD.md step 7).
+"""`selflengthen train`: fine-tune one role on one iteration's SFT examples (docs/method.md, step 7).
 
 The same command runs in one process, under torchrun (``python -m selflengthen.training`` takes
 the same arguments) and in a Kubeflow Trainer job; ``--nproc-per-node N`` starts N local

@@ -27,7 +27,7 @@ from selflengthen.errors import DataError
 ConstraintType = Literal["about", "range", "above", "below"]
 CONSTRAINT_TYPES: tuple[ConstraintType, ...] = ("about", "range", "above", "below")
 
-# The interval [a, b] of each type as multiples of the target T (METHOD.md, "Evaluation": LonGen).
+# The interval [a, b] of each type as multiples of the target T (docs/method.md, "Evaluation", LonGen).
 SPANS: dict[str, tuple[float, float]] = {"about": (0.8, 1.2), "above": (1.0, 1.5), "below": (0.5, 1.0)}
 
 

@@ -1,4 +1,4 @@
-"""Quality scores by an LLM judge (METHOD.md, "Evaluation").
+"""Quality scores by an LLM judge (docs/method.md, "Evaluation").
 
 Two rubrics, their prompts packaged under ``selflengthen/prompts/judge/``:
 - ``longbench-write``: six dimensions scored 1-5, each reported as (mean - 1) x 25; S_q is their

@@ -1,4 +1,4 @@
-"""Length-following scores on a 0-100 scale (METHOD.md, "Evaluation").
+"""Length-following scores on a 0-100 scale (docs/method.md, "Evaluation").
 
 - LonGen: interval [a, b] from the constraint; a length L scores 1 inside, max(2L/a - 1, 0) below a,
   max(3 - 2L/b, 0) above b (Self-Lengthen counter); reported as 100 x the mean, overall and per

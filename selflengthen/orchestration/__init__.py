@@ -1,4 +1,4 @@
-"""The library side of the pipeline (DESIGN.md principle 8): what the KFP components call.
+"""The library side of the pipeline (docs/architecture.md, principle 8): what the KFP components call.
 
 ``layout`` (deterministic URIs per run, phase and stage), ``steps`` (one function per component),
 ``serving`` (serve and teardown, locally or on Kubernetes), ``training`` (where a role trains from

@@ -1,4 +1,4 @@
-"""METHOD.md step 3: two-stage, multi-round extension of initial responses by the Extender."""
+"""docs/method.md, step 3: two-stage, multi-round extension of initial responses by the Extender."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""METHOD.md step 2: initial responses by the Generator (also the final Generator's collection)."""
+"""docs/method.md, step 2: initial responses by the Generator (also the final Generator's collection)."""
 
 from __future__ import annotations
 

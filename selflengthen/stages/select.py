@@ -1,4 +1,4 @@
-"""METHOD.md steps 4-5: the checks, then seeded length-biased sampling of the survivors."""
+"""docs/method.md, steps 4-5: the checks, then seeded length-biased sampling of the survivors."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""METHOD.md step 1: new long-writing instructions by few-shot completion, judged by the model."""
+"""docs/method.md, step 1: new long-writing instructions by few-shot completion, judged by the model."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""METHOD.md step 6: supervised examples for both roles from the extended responses."""
+"""docs/method.md, step 6: supervised examples for both roles from the extended responses."""
 
 from __future__ import annotations
 

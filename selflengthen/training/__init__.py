@@ -1,4 +1,4 @@
-"""METHOD.md step 7: supervised fine-tuning of one role (LoRA or full, DeepSpeed, resumable).
+"""docs/method.md, step 7: supervised fine-tuning of one role (LoRA or full, DeepSpeed, resumable).
 
 Entry points: :func:`train_role` (library; the pipeline calls it inline), ``selflengthen train``
 (CLI) and ``python -m selflengthen.training`` (the same command, for torchrun and TrainJobs; see

@@ -23,7 +23,7 @@ CHECKOV_SKIPS = {
     # Pinned release tags do not move, and IfNotPresent lets air-gapped nodes run pre-loaded
     # images (vLLM's is ~10 GB); Always adds a registry round trip to every pod start.
     "CKV_K8S_15": "Image Pull Policy should be Always",
-    # S3 credentials reach containers as env secretKeyRef (DESIGN.md principle 9): the S3 clients
+    # S3 credentials reach containers as env secretKeyRef (docs/architecture.md, principle 9): the S3 clients
     # (minio, MinIO itself) read them from the environment; they never appear in the spec.
     "CKV_K8S_35": "Prefer using secrets as files over secrets as environment variables",
 }

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from selflengthen.evaluation.benchmarks import packaged_benchmark
 from selflengthen.evaluation.constraints import (
     ConstraintNotFound,
     LengthConstraint,
@@ -14,7 +15,7 @@ from selflengthen.evaluation.constraints import (
     parse_constraint,
 )
 
-LONGEN = Path(__file__).resolve().parents[3] / "shared" / "benchmarks" / "longen.jsonl"
+LONGEN = Path(packaged_benchmark("longen"))  # the copy that ships with the package
 
 
 def longen_rows() -> list[dict]:

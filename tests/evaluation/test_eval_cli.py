@@ -10,11 +10,12 @@ from fastapi import HTTPException
 from typer.testing import CliRunner
 
 from selflengthen.cli import app
-from selflengthen.evaluation.benchmarks import load_benchmark, row_language
+from selflengthen.evaluation.benchmarks import load_benchmark, packaged_benchmark, row_language
 from selflengthen.storage import get_storage
 from tests.evaluation.test_judge import SCORES_A, SCORES_B, scripted_judge
 
-BENCHMARKS = Path(__file__).resolve().parents[3] / "shared" / "benchmarks"
+# the benchmark copies that ship with the package, found the way the evaluation finds its defaults
+BENCHMARKS = Path(packaged_benchmark("longen")).parent
 runner = CliRunner()
 
 

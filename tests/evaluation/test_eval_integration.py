@@ -11,10 +11,12 @@ from typer.testing import CliRunner
 from selflengthen.cli import app
 from selflengthen.config import default_config_path, load_config
 from selflengthen.evaluation import evaluate
+from selflengthen.evaluation.benchmarks import packaged_benchmark
 
 pytestmark = pytest.mark.integration
 
-BENCHMARKS = Path(__file__).resolve().parents[3] / "shared" / "benchmarks"
+# the benchmark copies that ship with the package, found the way the evaluation finds its defaults
+BENCHMARKS = Path(packaged_benchmark("longen")).parent
 SMALL = ["--set", "eval.sampling.max_tokens=48", "--set", "eval.judge_sampling.max_tokens=48", "--set", "eval.judge_retries=1"]
 runner = CliRunner()
 

@@ -1,4 +1,4 @@
-"""The tests' run config: the local default (configs/tiny-local.yaml) made small enough for CI.
+"""The tests' run config: the local default (selflengthen/configs/tiny-local.yaml) made small enough for CI.
 
 Counts and token budgets are cut so that a 2-iteration run on the tiny model takes a few minutes
 on 2 CPU cores; the rest (sampling, checks, training, held-out set) stays the default's.

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from pipelines import compile_pipeline
 from selflengthen.cli import app
-from selflengthen.config import RunConfig, load_config
+from selflengthen.config import RunConfig, default_config_path, load_config
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER_CONFIG = REPO / "configs" / "cluster-qwen2.5-7b.yaml"
@@ -146,9 +146,13 @@ def test_optional_steps_follow_the_config(tmp_path: Path, overrides: dict) -> No
     assert any(name.startswith("comp-generate") for name in final) == bool(config.length_control.extra_queries)
 
 
-@pytest.mark.parametrize("name", ["cluster-qwen2.5-7b.yaml", "llama-3.1-8b.yaml", "tiny-local.yaml"])
-def test_the_cli_compiles_every_example_config(tmp_path: Path, name: str) -> None:
+# the GPU examples in configs/ and the local default, packaged
+EXAMPLE_CONFIGS = [*sorted((REPO / "configs").glob("*.yaml")), default_config_path()]
+
+
+@pytest.mark.parametrize("path", EXAMPLE_CONFIGS, ids=lambda path: path.name)
+def test_the_cli_compiles_every_example_config(tmp_path: Path, path: Path) -> None:
     output = tmp_path / "out" / "pipeline.yaml"
-    result = CliRunner().invoke(app, ["compile", "--config", str(REPO / "configs" / name), "--output", str(output)])
+    result = CliRunner().invoke(app, ["compile", "--config", str(path), "--output", str(output)])
     assert result.exit_code == 0, result.output
     assert output.read_text().startswith("# PIPELINE DEFINITION")
