@@ -29,7 +29,7 @@ from typing import Any, Iterable, Sequence, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from selflengthen.errors import DataError
-from selflengthen.fingerprint import FINGERPRINT_NAME, Fingerprint, reconcile, sha256_bytes
+from selflengthen.fingerprint import FINGERPRINT_NAME, Fingerprint, parse_fingerprint, reconcile, sha256_bytes
 from selflengthen.records import Record
 from selflengthen.storage import Storage, decode_utf8, join_uri
 
@@ -304,7 +304,7 @@ class UnitCheckpoint:
             return complete
         started = self.storage.exists(self.fingerprint_uri)
         if started or self._shards():
-            recorded = Fingerprint.model_validate_json(self.storage.read_text(self.fingerprint_uri)) if started else None
+            recorded = parse_fingerprint(self.storage.read_text(self.fingerprint_uri)) if started else None
             reconcile(
                 self.checkpoint_uri, recorded, self.fingerprint, on_change,
                 discard=lambda: self.storage.delete_prefix(self.checkpoint_uri), what="checkpoint",

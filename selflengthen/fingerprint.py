@@ -20,7 +20,7 @@ import json
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from selflengthen.config import Role, RunConfig
 from selflengthen.errors import SelfLengthenError
@@ -47,6 +47,14 @@ class Fingerprint(BaseModel):
         settings, inputs = dict(sorted(settings.items())), dict(sorted((inputs or {}).items()))
         body = json.dumps({"settings": settings, "inputs": inputs}, sort_keys=True, ensure_ascii=False)
         return cls(digest=hashlib.sha256(body.encode("utf-8")).hexdigest(), settings=settings, inputs=inputs)
+
+
+def parse_fingerprint(text: str) -> Fingerprint | None:
+    """A recorded fingerprint; None when it cannot be read (it then counts as not recorded)."""
+    try:
+        return Fingerprint.model_validate_json(text)
+    except ValidationError:
+        return None
 
 
 def flatten(value: Any, prefix: str) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict
 
 from selflengthen.config import RunConfig, TrainingConfig
 from selflengthen.datasets import input_checksum
-from selflengthen.fingerprint import FINGERPRINT_NAME, Fingerprint, config_settings, reconcile
+from selflengthen.fingerprint import FINGERPRINT_NAME, Fingerprint, config_settings, parse_fingerprint, reconcile
 from selflengthen.modelio import model_cache_dir
 from selflengthen.storage import Storage, is_s3_uri, join_uri
 
@@ -47,7 +47,9 @@ _CHECKPOINT = re.compile(r"/checkpoint-(\d+)/" + COMPLETE_NAME + "$")
 KEEP_CHECKPOINTS = 2
 # Training settings that do not change the trained model (how often it logs or checkpoints, what
 # happens without data, whether model code may run).
-NOT_RESULT_SETTINGS = ("training.logging_steps", "training.checkpoint_every_steps", "training.on_no_examples", "training.trust_remote_code")
+NOT_RESULT_SETTINGS = (
+    "training.logging_steps", "training.checkpoint_every_steps", "training.on_no_examples", "training.trust_remote_code",
+)  # fmt: skip
 
 
 class TrainedModel(BaseModel):
@@ -197,7 +199,7 @@ class CheckpointStore:
         marker = join_uri(self.uri, FINGERPRINT_NAME)
         started = self.storage.exists(marker)
         if started or self.complete_steps():
-            recorded = Fingerprint.model_validate_json(self.storage.read_text(marker)) if started else None
+            recorded = parse_fingerprint(self.storage.read_text(marker)) if started else None
             reconcile(self.uri, recorded, fingerprint, on_change, discard=lambda: self._discard(world_main), what="training checkpoint")
         barrier()
         if world_main and not self.storage.exists(marker):

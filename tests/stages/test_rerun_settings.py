@@ -21,7 +21,8 @@ TOPICS = ["rivers", "mountains", "bread", "trains"]
 @pytest.fixture
 def setup(tmp_path, endpoint_config, served_model_dir):
     queries = tmp_path / "queries.jsonl"
-    queries.write_text("".join(json.dumps({"id": f"q{i}", "text": f"Write about {t}.", "language": "en"}) + "\n" for i, t in enumerate(TOPICS)))
+    lines = [json.dumps({"id": f"q{i}", "text": f"Write about {topic}.", "language": "en"}) for i, topic in enumerate(TOPICS)]
+    queries.write_text("".join(line + "\n" for line in lines))
     # The untrained model writes random tokens: a stop at the first space ends its answers, and
     # only the empty-text and truncation checks apply, so most samples become responses.
     checks = ChecksConfig().en.model_copy(update={"check_ending": False, "check_repetition": False, "check_meta": False})
@@ -125,7 +126,8 @@ def test_partial_checkpoint_with_the_same_settings_resumes(setup, tmp_path) -> N
     assert generate(config, queries, finished).exit_code == 0
     storage = get_storage()
     records = read_records(storage, str(finished), Response)
-    checkpoint = UnitCheckpoint(storage, str(output), stage="generate", fingerprint=read_manifest(storage, str(finished)).fingerprint, shard_size=1)
+    fingerprint = read_manifest(storage, str(finished)).fingerprint
+    checkpoint = UnitCheckpoint(storage, str(output), stage="generate", fingerprint=fingerprint, shard_size=1)
     checkpoint.open("refuse")
     checkpoint.add("q0", [r for r in records if r.query_id == "q0"])
     checkpoint.flush()
