@@ -296,9 +296,9 @@ class UnitCheckpoint:
 
     def open(self, on_change: str) -> Manifest | None:
         """Apply the rerun rule: the manifest of a dataset complete under this fingerprint (the
-        stage is skipped), else None, with a checkpoint of this fingerprint to resume or a new one
-        started. A complete dataset or checkpoint of other settings is refused, or deleted with
-        ``on_change`` redo."""
+        stage is skipped), else None, with a checkpoint of this fingerprint to resume or none yet
+        (the first flush records the fingerprint, then writes the first shard). A complete dataset
+        or checkpoint of other settings is refused, or deleted with ``on_change`` redo."""
         complete = existing_dataset(self.storage, self.output_prefix, self.fingerprint, on_change)
         if complete is not None:
             return complete
@@ -309,8 +309,6 @@ class UnitCheckpoint:
                 self.checkpoint_uri, recorded, self.fingerprint, on_change,
                 discard=lambda: self.storage.delete_prefix(self.checkpoint_uri), what="checkpoint",
             )  # fmt: skip
-        if not self.storage.exists(self.fingerprint_uri):
-            self.storage.write_text(self.fingerprint_uri, self.fingerprint.model_dump_json(indent=2))
         return None
 
     def _shards(self) -> list[tuple[int, str]]:
@@ -367,6 +365,8 @@ class UnitCheckpoint:
         if not self._buffer:
             return
         if self._next_shard is None:
+            if not self.storage.exists(self.fingerprint_uri):
+                self.storage.write_text(self.fingerprint_uri, self.fingerprint.model_dump_json(indent=2))
             self._next_shard = max((index for index, _ in self._shards()), default=-1) + 1
         _write_shard(self.storage, self.checkpoint_uri, f"shard-{self._next_shard:05d}.jsonl", self._buffer)
         self._next_shard += 1
