@@ -61,6 +61,10 @@ class EndpointConfig(Section):
 
     base_url: str | None = Field(None, description="e.g. http://127.0.0.1:8000/v1; set by the serve step when empty")
     model: str = Field("tiny", min_length=1, description="model (or LoRA adapter) name the server knows")
+    model_source: str | None = Field(
+        None,
+        description="what the served model was loaded from (set by the serve step); recorded in the fingerprint of the outputs it makes",
+    )
     api_key_env: str = Field("SELFLENGTHEN_API_KEY", description="name of the env var holding the API key (never the key)")
     max_concurrency: int = Field(32, ge=1, le=4096, description="most requests in flight at once from one client to this server")
     request_timeout_s: float = Field(600.0, gt=0, description="timeout of one HTTP request, in seconds (a timeout is retried)")
@@ -528,6 +532,11 @@ class RunConfig(Section):
     languages: list[Language] = Field(
         default_factory=lambda: ["en", "zh"], min_length=1,
         description="languages of the run: seeds, new instructions (split evenly), held-out queries",
+    )
+    on_change: Literal["refuse", "redo"] = Field(
+        "refuse",
+        description="an output or checkpoint made with other settings or inputs than a rerun's: refuse (an error naming "
+        "the changed settings) or redo (discard it and compute it again)",
     )
     model: ModelConfig
     self_instruct: SelfInstructConfig = Field(default_factory=SelfInstructConfig)

@@ -4,15 +4,19 @@ A dataset under ``prefix`` is::
 
     prefix/part-00000.jsonl, part-00001.jsonl, ...   records, ``shard_size`` per part
     prefix/failures.jsonl                            units given up (only when there are some)
-    prefix/manifest.json                             counts, sha256 per file, config hash, metrics
+    prefix/manifest.json                             counts, sha256 per file, fingerprint, metrics
 
 The manifest is written last, so a dataset exists exactly when its manifest does; readers go
-through the manifest and verify every checksum.
+through the manifest and verify every checksum. The manifest's fingerprint
+(:mod:`selflengthen.fingerprint`) names the settings and inputs the records were made from;
+:func:`existing_dataset` applies the rerun rule to a dataset found at an output.
 
 :class:`UnitCheckpoint` makes a long stage resumable: finished units are appended in shards under
 ``prefix/_checkpoint/`` (each shard written atomically), a restarted stage skips
 :meth:`UnitCheckpoint.done_units`, and :meth:`UnitCheckpoint.finalize` turns the shards into the
-dataset above, each unit exactly once, in the stage's input order.
+dataset above, each unit exactly once, in the stage's input order. The checkpoint records its
+fingerprint (``_checkpoint/fingerprint.json``) before its first shard and is never continued
+under another one.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any, Iterable, Sequence, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from selflengthen.errors import DataError
+from selflengthen.fingerprint import FINGERPRINT_NAME, Fingerprint, parse_fingerprint, reconcile, sha256_bytes
 from selflengthen.records import Record
 from selflengthen.storage import Storage, decode_utf8, join_uri
 
@@ -54,7 +59,7 @@ class Manifest(BaseModel):
     stage: str
     count: int = Field(ge=0)
     shards: list[ShardInfo]
-    config_hash: str
+    fingerprint: Fingerprint
     created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
     metrics: dict[str, Any] = Field(default_factory=dict)
     failures: int = Field(0, ge=0)
@@ -153,7 +158,7 @@ def write_records(
     records: Iterable[Record],
     *,
     stage: str,
-    config_hash: str,
+    fingerprint: Fingerprint,
     shard_size: int,
     metrics: dict[str, Any] | None = None,
     failures: Sequence[Record] = (),
@@ -183,13 +188,41 @@ def write_records(
         stage=stage,
         count=sum(shard.count for shard in shards),
         shards=shards,
-        config_hash=config_hash,
+        fingerprint=fingerprint,
         metrics=metrics or {},
         failures=len(failures),
         failures_shard=_write_shard(storage, prefix_uri, FAILURES_NAME, failures) if failures else None,
     )
     storage.write_text(manifest_uri(prefix_uri), manifest.model_dump_json(indent=2))
     return manifest
+
+
+def input_checksum(storage: Storage, uri: str) -> str:
+    """The sha256 an output's fingerprint records for its input at ``uri``: over the shard
+    checksums of a dataset's manifest, or of the bytes of a single file."""
+    if dataset_exists(storage, uri):
+        return sha256_bytes("\n".join(shard.sha256 for shard in read_manifest(storage, uri).shards).encode())
+    if not storage.exists(uri):
+        raise DataError(f"{uri} is neither a dataset (no {manifest_uri(uri)}) nor a JSONL file")
+    return sha256_bytes(storage.read_bytes(uri))
+
+
+def discard_dataset(storage: Storage, prefix_uri: str) -> None:
+    """Delete the dataset (and any checkpoint) at ``prefix_uri``, its manifest first."""
+    storage.delete(manifest_uri(prefix_uri))
+    storage.delete_prefix(prefix_uri)
+
+
+def existing_dataset(storage: Storage, prefix_uri: str, fingerprint: Fingerprint, on_change: str) -> Manifest | None:
+    """The manifest of the dataset at ``prefix_uri`` when it was made with ``fingerprint`` (a rerun
+    keeps it); None when there is none or (``on_change`` redo) it was stale and is now deleted."""
+    if not dataset_exists(storage, prefix_uri):
+        return None
+    manifest = read_manifest(storage, prefix_uri)
+    keep = reconcile(
+        prefix_uri, manifest.fingerprint, fingerprint, on_change, discard=lambda: discard_dataset(storage, prefix_uri), what="dataset"
+    )
+    return manifest if keep else None
 
 
 def read_records(storage: Storage, prefix_uri: str, model: type[R]) -> list[R]:
@@ -233,8 +266,8 @@ class UnitCheckpoint:
 
     Usage::
 
-        checkpoint = UnitCheckpoint(storage, prefix, stage="generate", config_hash=h, shard_size=64)
-        if not checkpoint.is_complete():
+        checkpoint = UnitCheckpoint(storage, prefix, stage="generate", fingerprint=f, shard_size=64)
+        if checkpoint.open(on_change) is None:           # None: not complete with this fingerprint
             done = checkpoint.done_units()
             try:
                 for unit in units:
@@ -248,21 +281,35 @@ class UnitCheckpoint:
     most the unflushed buffer; a unit found twice counts once. One writer per prefix at a time.
     """
 
-    def __init__(self, storage: Storage, output_prefix: str, *, stage: str, config_hash: str, shard_size: int):
+    def __init__(self, storage: Storage, output_prefix: str, *, stage: str, fingerprint: Fingerprint, shard_size: int):
         if shard_size < 1:
             raise ValueError("shard_size must be at least 1")
         self.storage = storage
         self.output_prefix = output_prefix
         self.stage = stage
-        self.config_hash = config_hash
+        self.fingerprint = fingerprint
         self.shard_size = shard_size
         self.checkpoint_uri = join_uri(output_prefix, CHECKPOINT_DIR)
+        self.fingerprint_uri = join_uri(self.checkpoint_uri, FINGERPRINT_NAME)
         self._buffer: list[_UnitEntry] = []
         self._next_shard: int | None = None
 
-    def is_complete(self) -> bool:
-        """Whether the stage's dataset is already written (a rerun skips the stage)."""
-        return dataset_exists(self.storage, self.output_prefix)
+    def open(self, on_change: str) -> Manifest | None:
+        """Apply the rerun rule: the manifest of a dataset complete under this fingerprint (the
+        stage is skipped), else None, with a checkpoint of this fingerprint to resume or none yet
+        (the first flush records the fingerprint, then writes the first shard). A complete dataset
+        or checkpoint of other settings is refused, or deleted with ``on_change`` redo."""
+        complete = existing_dataset(self.storage, self.output_prefix, self.fingerprint, on_change)
+        if complete is not None:
+            return complete
+        started = self.storage.exists(self.fingerprint_uri)
+        if started or self._shards():
+            recorded = parse_fingerprint(self.storage.read_text(self.fingerprint_uri)) if started else None
+            reconcile(
+                self.checkpoint_uri, recorded, self.fingerprint, on_change,
+                discard=lambda: self.storage.delete_prefix(self.checkpoint_uri), what="checkpoint",
+            )  # fmt: skip
+        return None
 
     def _shards(self) -> list[tuple[int, str]]:
         """(index, URI) of the checkpoint shards, in the order they were written."""
@@ -318,6 +365,8 @@ class UnitCheckpoint:
         if not self._buffer:
             return
         if self._next_shard is None:
+            if not self.storage.exists(self.fingerprint_uri):
+                self.storage.write_text(self.fingerprint_uri, self.fingerprint.model_dump_json(indent=2))
             self._next_shard = max((index for index, _ in self._shards()), default=-1) + 1
         _write_shard(self.storage, self.checkpoint_uri, f"shard-{self._next_shard:05d}.jsonl", self._buffer)
         self._next_shard += 1
@@ -350,7 +399,7 @@ class UnitCheckpoint:
             self.output_prefix,
             outputs,
             stage=self.stage,
-            config_hash=self.config_hash,
+            fingerprint=self.fingerprint,
             shard_size=self.shard_size,
             metrics=metrics,
             failures=failures,

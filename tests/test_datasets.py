@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from selflengthen.fingerprint import Fingerprint
 from selflengthen.datasets import (
     Manifest,
     UnitCheckpoint,
@@ -64,7 +65,7 @@ def test_write_read_round_trip(where: tuple[Storage, str], monkeypatch: pytest.M
     monkeypatch.setattr(storage, "write_bytes", recording_write_bytes)
 
     manifest = write_records(
-        storage, prefix, iter(records), stage="self-instruct", config_hash="abc123", shard_size=2, metrics={"accepted": 5}
+        storage, prefix, iter(records), stage="self-instruct", fingerprint=Fingerprint.of({"a": 1}), shard_size=2, metrics={"accepted": 5}
     )
 
     assert [uri.rsplit("/", 1)[-1] for uri in written] == [
@@ -83,7 +84,7 @@ def test_write_read_round_trip(where: tuple[Storage, str], monkeypatch: pytest.M
     assert read_records(storage, prefix, Query) == records
     assert read_manifest(storage, prefix) == manifest
     stored = json.loads(storage.read_text(join_uri(prefix, "manifest.json")))
-    assert stored["config_hash"] == "abc123" and stored["metrics"] == {"accepted": 5}
+    assert stored["fingerprint"] == Fingerprint.of({"a": 1}).model_dump() and stored["metrics"] == {"accepted": 5}
     assert read_failures(storage, prefix, Failure) == []
 
 
@@ -91,7 +92,7 @@ def test_failures_are_kept_beside_the_records(tmp_path: Path) -> None:
     storage, prefix = Storage(), str(tmp_path / "gen")
     failures = [_failure("q1"), _failure("q2")]
     manifest = write_records(
-        storage, prefix, [_response("q0")], stage="generate", config_hash="h", shard_size=10, failures=failures
+        storage, prefix, [_response("q0")], stage="generate", fingerprint=Fingerprint.of({}), shard_size=10, failures=failures
     )
     assert manifest.failures == 2 and manifest.failures_shard is not None
     assert read_failures(storage, prefix, Failure) == failures
@@ -100,21 +101,21 @@ def test_failures_are_kept_beside_the_records(tmp_path: Path) -> None:
 
 def test_empty_dataset(tmp_path: Path) -> None:
     storage, prefix = Storage(), str(tmp_path / "none")
-    manifest = write_records(storage, prefix, [], stage="select", config_hash="h", shard_size=3)
+    manifest = write_records(storage, prefix, [], stage="select", fingerprint=Fingerprint.of({}), shard_size=3)
     assert manifest.count == 0 and manifest.shards == []
     assert read_records(storage, prefix, Query) == []
 
 
 def test_rewrite_replaces_the_dataset(tmp_path: Path) -> None:
     storage, prefix = Storage(), str(tmp_path / "d")
-    write_records(storage, prefix, _queries(6), stage="s", config_hash="h", shard_size=2)
-    write_records(storage, prefix, _queries(1, start=10), stage="s", config_hash="h", shard_size=2)
+    write_records(storage, prefix, _queries(6), stage="s", fingerprint=Fingerprint.of({}), shard_size=2)
+    write_records(storage, prefix, _queries(1, start=10), stage="s", fingerprint=Fingerprint.of({}), shard_size=2)
     assert [query.id for query in read_records(storage, prefix, Query)] == ["q10"]
 
 
 def test_checksum_mismatch_is_detected(where: tuple[Storage, str]) -> None:
     storage, prefix = where
-    write_records(storage, prefix, _queries(4), stage="s", config_hash="h", shard_size=2)
+    write_records(storage, prefix, _queries(4), stage="s", fingerprint=Fingerprint.of({}), shard_size=2)
     part = join_uri(prefix, "part-00001.jsonl")
     tampered = storage.read_text(part).replace("essay", "poem")
     storage.write_text(part, tampered)
@@ -180,7 +181,7 @@ def test_read_jsonl_empty_file(tmp_path: Path) -> None:
 def test_load_records_accepts_a_dataset_or_a_jsonl_file(tmp_path: Path) -> None:
     storage = Storage()
     queries = _queries(3)
-    write_records(storage, str(tmp_path / "ds"), queries, stage="s", config_hash="h", shard_size=2)
+    write_records(storage, str(tmp_path / "ds"), queries, stage="s", fingerprint=Fingerprint.of({}), shard_size=2)
     jsonl = tmp_path / "seeds.jsonl"
     jsonl.write_text("".join(query.model_dump_json() + "\n" for query in queries), encoding="utf-8")
 
@@ -194,7 +195,10 @@ def test_load_records_accepts_a_dataset_or_a_jsonl_file(tmp_path: Path) -> None:
 
 
 def _checkpoint(storage: Storage, prefix: str, shard_size: int = 2) -> UnitCheckpoint:
-    return UnitCheckpoint(storage, prefix, stage="generate", config_hash="h", shard_size=shard_size)
+    """A checkpoint as a stage opens it (its fingerprint recorded before the first shard)."""
+    checkpoint = UnitCheckpoint(storage, prefix, stage="generate", fingerprint=Fingerprint.of({}), shard_size=shard_size)
+    checkpoint.open("refuse")
+    return checkpoint
 
 
 def test_checkpoint_resumes_after_a_crash(where: tuple[Storage, str]) -> None:
@@ -202,11 +206,11 @@ def test_checkpoint_resumes_after_a_crash(where: tuple[Storage, str]) -> None:
     units = [f"q{i}" for i in range(7)]
 
     first = _checkpoint(storage, prefix)
-    assert first.done_units() == set() and not first.is_complete()
+    assert first.open("refuse") is None and first.done_units() == set()
     for unit in units[:5]:  # q0-q3 reach two shards; q4 stays in the buffer
         first.add(unit, [_response(unit, 0), _response(unit, 1)], [_failure(unit)] if unit == "q2" else [])
     assert first.done_units() == set(units[:5])
-    assert len(storage.list(join_uri(prefix, "_checkpoint"))) == 2
+    assert len([uri for uri in storage.list(join_uri(prefix, "_checkpoint")) if "/shard-" in uri]) == 2
     del first  # the process dies: the unflushed q4 is lost, nothing else
 
     second = _checkpoint(storage, prefix)
@@ -228,7 +232,7 @@ def test_checkpoint_resumes_after_a_crash(where: tuple[Storage, str]) -> None:
     assert manifest.count == 10 and manifest.failures == 1 and manifest.metrics == {"samples": 11}
     assert read_failures(storage, prefix, Failure) == [_failure("q2")]
     assert storage.list(join_uri(prefix, "_checkpoint")) == []
-    assert _checkpoint(storage, prefix).is_complete()
+    assert _checkpoint(storage, prefix).open("refuse") == manifest
 
 
 def test_flush_on_interrupt_keeps_the_partial_buffer(tmp_path: Path) -> None:
@@ -264,7 +268,7 @@ def test_crash_during_finalize_is_redone_without_duplicates(
     monkeypatch.undo()
 
     rerun = _checkpoint(storage, prefix)
-    assert not rerun.is_complete()
+    assert rerun.open("refuse") is None
     assert rerun.done_units() == {"a", "b", "c"}
     rerun.finalize(["a", "b", "c"], Response, Failure, {})
     assert [record.query_id for record in read_records(storage, prefix, Response)] == ["a", "b", "c"]

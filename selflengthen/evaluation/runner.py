@@ -25,6 +25,7 @@ from selflengthen.evaluation.benchmarks import (
 )
 from selflengthen.evaluation.judge import RUBRICS, judge_all, summarize_quality
 from selflengthen.evaluation.scoring import LengthReport, score_length
+from selflengthen.fingerprint import sha256_bytes
 from selflengthen.logs import stage_logger
 from selflengthen.records import Failure, stable_id
 from selflengthen.stages.common import StageResult, run_units
@@ -80,6 +81,8 @@ def generate_predictions(
         output_model=Prediction,
         work=_answer,
         metrics=_prediction_metrics,
+        sections=["eval.sampling"],
+        inputs={f"{benchmark} prompts": sha256_bytes(json.dumps([row.model_dump(mode="json") for row in rows]).encode())},
         storage=storage,
         iteration=iteration,
     )

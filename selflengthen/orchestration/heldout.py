@@ -15,7 +15,8 @@ from importlib import resources
 
 from selflengthen.client import GenerationClient
 from selflengthen.config import Language, RunConfig
-from selflengthen.datasets import dataset_exists, write_records
+from selflengthen.datasets import existing_dataset, write_records
+from selflengthen.fingerprint import stage_fingerprint
 from selflengthen.errors import DataError
 from selflengthen.orchestration.layout import RunLayout
 from selflengthen.records import Failure, Query, Response, stable_id
@@ -53,13 +54,14 @@ def heldout_queries(config: RunConfig) -> list[Query]:
 
 def ensure_heldout_queries(config: RunConfig, storage: Storage, uri: str) -> str:
     """Write the run's held-out query dataset at ``uri`` unless it is there already; returns ``uri``."""
-    if not dataset_exists(storage, uri):
+    fingerprint = stage_fingerprint(config, sections=["report.heldout_queries", "languages"])
+    if existing_dataset(storage, uri, fingerprint, config.on_change) is None:
         write_records(
             storage,
             uri,
             heldout_queries(config),
             stage="heldout-queries",
-            config_hash=config.config_hash(),
+            fingerprint=fingerprint,
             shard_size=config.storage.shard_size,
         )
     return uri
@@ -102,5 +104,6 @@ def answer_heldout(config: RunConfig, *, output: str, generation: int) -> StageR
         output_model=Response,
         work=answer,
         metrics=heldout_metrics,
+        sections=["generate.sampling", "report.heldout_samples"],
         iteration=generation,
     )

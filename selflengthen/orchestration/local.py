@@ -48,6 +48,7 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _STARTED = re.compile(r"Executing task '([^']+)'")
 _FINISHED = re.compile(r"Task '([^']+)' finished with status (\w+)")
 _CACHED = re.compile(r"Task (\S+) cache hit")
+_ERROR_LINE = re.compile(r"^(selflengthen(?:\.\w+)+): (.+)$")
 
 
 class PipelineFailed(SelfLengthenError):
@@ -197,9 +198,27 @@ def _pipeline_output(workdir: Path, console: Console, total: int) -> Iterator[Pi
             root.setLevel(level)
 
 
+def _user_error(lines: list[str]) -> str | None:
+    """The message of the last user-facing error (a SelfLengthenError) in a step's output: the last
+    line of its traceback, ``selflengthen.<module>.<Error>: message``."""
+    import importlib
+
+    for line in reversed(lines):
+        match = _ERROR_LINE.match(line.strip())
+        if match:
+            module, name = match.group(1).rsplit(".", 1)
+            with contextlib.suppress(ImportError):
+                error_type = getattr(importlib.import_module(module), name, None)
+                if isinstance(error_type, type) and issubclass(error_type, SelfLengthenError):
+                    return match.group(2)
+    return None
+
+
 def _failure_message(error: RuntimeError, failed: dict[str, list[str]], log_path: Path) -> str:
-    """kfp.local's message, then the end of each failed step's output."""
-    parts = [_ANSI.sub("", str(error))]
+    """The cause first (a step's user-facing error), then kfp.local's message and the end of each
+    failed step's output."""
+    causes = [f"step {task}: {cause}" for task, lines in failed.items() if (cause := _user_error(lines))]
+    parts = [*causes[:1], _ANSI.sub("", str(error))]
     for task, lines in failed.items():
         parts.append(f"--- end of the output of step {task}:\n" + "\n".join(lines))
     parts.append(f"the whole output: {log_path}")

@@ -12,6 +12,9 @@ Where the server runs is the ``target`` of the step:
 
 The model a step serves is either a plain model folder (the base model) or a training output
 (:mod:`selflengthen.training.output`), whose merged model, or base model plus LoRA adapter, is used.
+The record names it (``source``: its URI and, for a training output, its fingerprint), and the
+endpoint the steps get carries that as ``model_source``, so every output made with the model
+records which model it was (a retrained model changes the fingerprints of what it makes).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ class ServerRecord(BaseModel):
     role: ServedRole
     base_url: str
     model: str
+    source: str | None = None
     pid: int | None = None
     port: int | None = None
 
@@ -75,15 +79,20 @@ def serve(config: RunConfig, *, target: Target, phase: str, role: ServedRole, mo
     storage = get_storage(config.storage)
     record_uri = RunLayout(config).server_record(phase, role)
     served = served_model(storage, model)
+    from selflengthen.training.output import model_identity
+
+    source = model_identity(storage, model)
     if target == "local":
         if storage.exists(record_uri):  # left by a run that was killed
             _stop_local(_read(storage, record_uri))
-        record = _start_local(config, phase, role, served)
+        record = _start_local(config, phase, role, served).model_copy(update={"source": source})
     else:
         from selflengthen.serving.cluster import serve_role_in_cluster
 
         base_url = serve_role_in_cluster(config, role, phase_index(config, phase), served.model, served.adapter)
-        record = ServerRecord(target=target, phase=phase, role=role, base_url=base_url, model=getattr(config.serving, role).model)
+        record = ServerRecord(
+            target=target, phase=phase, role=role, base_url=base_url, model=getattr(config.serving, role).model, source=source
+        )
     storage.write_text(record_uri, record.model_dump_json(indent=2))
     return record_uri
 
@@ -122,7 +131,8 @@ def teardown_run(config: RunConfig, *, target: Target) -> list[str]:
 def endpoint_for(config: RunConfig, record_uri: str, role: Role) -> EndpointConfig:
     """The ``role`` endpoint of ``config`` pointed at the server recorded at ``record_uri``."""
     record = _read(get_storage(config.storage), record_uri)
-    return getattr(config.serving, role).model_copy(update={"base_url": record.base_url, "model": record.model})
+    update = {"base_url": record.base_url, "model": record.model, "model_source": record.source}
+    return getattr(config.serving, role).model_copy(update=update)
 
 
 def with_endpoint(config: RunConfig, record_uri: str, role: Role) -> RunConfig:

@@ -41,23 +41,27 @@ def train(config: RunConfig, *, role: Role, iteration: int, data: str, previous:
     Data without examples (every response of the iteration rejected) fails the step, or with
     ``training.on_no_examples: carry_forward`` makes ``output`` the previous model, unchanged.
     """
+    from selflengthen.training.output import carry_forward, existing_result, read_metrics, training_fingerprint
+
     storage = get_storage(config.storage)
-    if read_manifest(storage, data).count == 0:
+    empty = read_manifest(storage, data).count == 0
+    base, adapter_from = (previous, None) if empty else starting_point(storage, config.training, previous)
+    fingerprint = training_fingerprint(storage, config, role, data, base, adapter_from)
+    if existing_result(storage, output, fingerprint, config.on_change) is not None:
+        stage_logger(config.run_id, f"train-{role}", iteration).info("output %s is already complete; not training again", output)
+        return read_metrics(storage, output)
+    if empty:
         reason = f"the {role} SFT data of iteration {iteration} ({data}) holds no examples: every response was rejected"
         if config.training.on_no_examples == "fail":
             raise TrainingError(
                 f"{reason} (the extend and select steps' metrics count why); "
                 "set training.on_no_examples: carry_forward to go on with the previous model"
             )
-        from selflengthen.training.output import carry_forward
-
         stage_logger(config.run_id, f"train-{role}", iteration).warning("%s; the previous model %s is carried forward", reason, previous)
-        return carry_forward(storage, config.training, role, previous, output, reason)
-    base, adapter_from = starting_point(storage, config.training, previous)
+        return carry_forward(storage, config.training, role, previous, output, reason, fingerprint)
     arguments = dict(data_uri=data, base_model_uri=base, output_uri=output, adapter_from_uri=adapter_from)
     if config.trainjob.mode == "trainjob":
         from selflengthen.cluster.trainjob import run_trainjob
-        from selflengthen.training.output import read_metrics
 
         run_trainjob(config, role, iteration, **arguments)
         return read_metrics(storage, output)

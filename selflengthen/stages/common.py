@@ -3,13 +3,14 @@
 A stage is a set of *units* (a query, a response, a self-instruct slot), each turned by an async
 worker into output records and failure records. Finished units are checkpointed in shards under
 the output prefix, so a rerun of a killed stage continues where it stopped; a finished stage
-(its manifest exists) is skipped.
+(its manifest exists) is skipped. Both hold only under the same fingerprint
+(:mod:`selflengthen.fingerprint`): the stage's settings, its model and its inputs' checksums.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -18,8 +19,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from selflengthen.client import GenerationClient
 from selflengthen.config import RunConfig
-from selflengthen.datasets import Manifest, UnitCheckpoint, load_records, read_manifest
+from selflengthen.datasets import Manifest, UnitCheckpoint, input_checksum, load_records
 from selflengthen.errors import DataError
+from selflengthen.fingerprint import stage_fingerprint
 from selflengthen.logs import stage_logger
 from selflengthen.records import Failure, Record, Response
 from selflengthen.stats import length_stats
@@ -98,21 +100,25 @@ def run_units(
     output_model: type[Record],
     work: Work,
     metrics: Metrics,
+    sections: Sequence[str],
+    inputs: Mapping[str, str],
+    extra: Mapping[str, Any] | None = None,
     storage: Storage | None = None,
     iteration: int | None = None,
     resume: Callable[[list[Record]], Any] | None = None,
 ) -> StageResult:
     """Process ``units`` with ``work`` against the ``role`` endpoint, resumably; finalize the dataset.
 
-    ``resume`` is called with the records already checkpointed by an interrupted earlier run.
+    ``sections`` (dotted config paths), ``inputs`` (URI -> sha256) and ``extra`` settings make the
+    stage's fingerprint, together with the ``role`` endpoint's model. ``resume`` is called with the
+    records already checkpointed by an interrupted earlier run.
     """
     storage = storage or get_storage(config.storage)
     log = stage_logger(config.run_id, stage, iteration)
-    checkpoint = UnitCheckpoint(
-        storage, output_uri, stage=stage, config_hash=config.config_hash(), shard_size=config.storage.shard_size
-    )
-    if checkpoint.is_complete():
-        manifest = read_manifest(storage, output_uri)
+    fingerprint = stage_fingerprint(config, sections=sections, role=role, inputs=inputs, extra=extra)
+    checkpoint = UnitCheckpoint(storage, output_uri, stage=stage, fingerprint=fingerprint, shard_size=config.storage.shard_size)
+    manifest = checkpoint.open(config.on_change)
+    if manifest is not None:
         log.info("already complete at %s (%d records); skipped", output_uri, manifest.count)
         return StageResult(output_uri, manifest, skipped=True, metrics=manifest.metrics)
     if resume is not None:
@@ -144,9 +150,11 @@ def run_stage(
     output_model: type[Record],
     work: Work,
     metrics: Metrics,
+    sections: Sequence[str],
     iteration: int | None = None,
 ) -> StageResult:
-    """``run_units`` over the records of dataset (or JSONL file) ``input_uri``, one unit per record."""
+    """``run_units`` over the records of dataset (or JSONL file) ``input_uri``, one unit per record;
+    the input's checksum is part of the fingerprint."""
     storage = get_storage(config.storage)
     records = load_records(storage, input_uri, input_model)
     if not records:
@@ -160,10 +168,11 @@ def run_stage(
         output_model=output_model,
         work=work,
         metrics=metrics,
+        sections=sections,
+        inputs={input_uri: input_checksum(storage, input_uri)},
         storage=storage,
         iteration=iteration,
     )
-
 
 _TOKENIZERS: dict[str, Any] = {}
 

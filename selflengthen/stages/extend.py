@@ -6,6 +6,7 @@ from selflengthen.client import GenerationClient
 from selflengthen.config import RunConfig
 from selflengthen.prompts import render_prompt
 from selflengthen.records import ExtensionRound, Failure, Response, stable_id
+from selflengthen.fingerprint import checks_sections
 from selflengthen.stages.common import StageResult, run_stage
 from selflengthen.text import check_text, count_words, keep_leading_fraction, split_halves
 
@@ -118,4 +119,5 @@ def run_extend(config: RunConfig, *, responses: str, output: str) -> StageResult
         output_model=Response,
         work=extend_response,
         metrics=extend_metrics,
+        sections=["extend", *checks_sections(config)],
     )

@@ -8,6 +8,7 @@ from collections import Counter
 from selflengthen.client import GenerationClient
 from selflengthen.config import RunConfig
 from selflengthen.records import Failure, Query, Response, stable_id
+from selflengthen.fingerprint import checks_sections
 from selflengthen.stages.common import StageResult, run_stage
 from selflengthen.text import check_text, count_words
 
@@ -85,4 +86,5 @@ def run_generate(config: RunConfig, *, queries: str, output: str, kind: str = "i
         output_model=Response,
         work=answer_query(kind),
         metrics=generate_metrics,
+        sections=["generate", *checks_sections(config)],
     )

@@ -6,7 +6,7 @@ import random
 
 from selflengthen.client import GenerationClient
 from selflengthen.config import Language, LengthControlConfig, RunConfig
-from selflengthen.datasets import load_records
+from selflengthen.datasets import input_checksum, load_records
 from selflengthen.prompts import render_prompt
 from selflengthen.records import ChatMessage, Failure, Response, SftExample, stable_id
 from selflengthen.stages.common import StageResult, run_units
@@ -140,4 +140,6 @@ def run_length_control(config: RunConfig, *, responses: list[str], output: str) 
         output_model=SftExample,
         work=constrain_response,
         metrics=length_control_metrics,
+        sections=["length_control", "seed"],
+        inputs={uri: input_checksum(get_storage(config.storage), uri) for uri in responses},
     )

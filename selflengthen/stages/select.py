@@ -6,7 +6,8 @@ import random
 from collections import Counter
 
 from selflengthen.config import RunConfig, SelectConfig
-from selflengthen.datasets import Manifest, load_records, write_records
+from selflengthen.datasets import Manifest, existing_dataset, input_checksum, load_records, write_records
+from selflengthen.fingerprint import checks_sections, stage_fingerprint
 from selflengthen.logs import stage_logger
 from selflengthen.records import Response
 from selflengthen.stats import length_stats
@@ -58,6 +59,16 @@ def select_responses(responses: list[Response], config: RunConfig, seed: int) ->
 def run_select(config: RunConfig, *, input: str, output: str, iteration: int = 1) -> Manifest:
     """Select from dataset ``input`` into ``output``; the manifest counts rejections per reason."""
     storage = get_storage(config.storage)
+    log = stage_logger(config.run_id, STAGE, iteration)
+    fingerprint = stage_fingerprint(
+        config,
+        sections=["select", *checks_sections(config), "seed"],
+        inputs={input: input_checksum(storage, input)},
+        extra={"iteration": iteration},
+    )
+    if (done := existing_dataset(storage, output, fingerprint, config.on_change)) is not None:
+        log.info("already complete at %s (%d records); skipped", output, done.count)
+        return done
     responses = load_records(storage, input, Response)
     kept, rejected = select_responses(responses, config, seed=config.seed * 1000 + iteration)
     metrics = {
@@ -68,7 +79,7 @@ def run_select(config: RunConfig, *, input: str, output: str, iteration: int = 1
         "lengths_kept": length_stats([r.words for r in kept]),
     }
     manifest = write_records(
-        storage, output, kept, stage=STAGE, config_hash=config.config_hash(), shard_size=config.storage.shard_size, metrics=metrics
+        storage, output, kept, stage=STAGE, fingerprint=fingerprint, shard_size=config.storage.shard_size, metrics=metrics
     )
-    stage_logger(config.run_id, STAGE, iteration).info("kept %d of %d: %s", len(kept), len(responses), dict(rejected))
+    log.info("kept %d of %d: %s", len(kept), len(responses), dict(rejected))
     return manifest

@@ -7,7 +7,7 @@ import re
 
 from selflengthen.client import GenerationClient
 from selflengthen.config import Language, RunConfig
-from selflengthen.datasets import load_records
+from selflengthen.datasets import input_checksum, load_records
 from selflengthen.errors import DataError
 from selflengthen.prompts import is_affirmative, packaged_seeds, render_prompt, self_instruct_prompt
 from selflengthen.records import Failure, Query, stable_id
@@ -161,6 +161,9 @@ def run_self_instruct(config: RunConfig, *, output: str, iteration: int = 1, see
         output_model=Query,
         work=make_slot_worker(pool, iteration),
         metrics=self_instruct_metrics,
+        sections=["self_instruct", "languages", "seed", "run_id"],
+        inputs={seeds_uri: input_checksum(get_storage(config.storage), seeds_uri)} if seeds_uri else {},
+        extra={"iteration": iteration},
         iteration=iteration,
         resume=lambda done: [pool.claim(query.text, query.language) for query in done],
     )

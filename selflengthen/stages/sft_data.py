@@ -5,7 +5,8 @@ from __future__ import annotations
 import random
 
 from selflengthen.config import RunConfig
-from selflengthen.datasets import load_records, write_records
+from selflengthen.datasets import existing_dataset, input_checksum, load_records, write_records
+from selflengthen.fingerprint import stage_fingerprint
 from selflengthen.logs import stage_logger
 from selflengthen.prompts import render_prompt
 from selflengthen.records import ChatMessage, Response, SftExample, stable_id
@@ -57,20 +58,26 @@ def run_sft_data(config: RunConfig, *, extended: str | list[str], output: str, i
     current iteration's is given.
     """
     storage = get_storage(config.storage)
+    log = stage_logger(config.run_id, STAGE, iteration)
     sources = [extended] if isinstance(extended, str) else extended
+    uris = {role: join_uri(output, role) for role in ("generator", "extender")}
+    fingerprint = stage_fingerprint(
+        config, sections=["sft_data", "seed"], inputs={uri: input_checksum(storage, uri) for uri in sources}
+    )
+    if all(existing_dataset(storage, uri, fingerprint, config.on_change) is not None for uri in uris.values()):
+        log.info("already complete at %s; skipped", output)
+        return uris
     responses = [r for uri in sources for r in load_records(storage, uri, Response)]
     pairs = [sft_examples(r, config) for r in responses]
-    uris = {}
-    for index, role in enumerate(("generator", "extender")):
-        uris[role] = join_uri(output, role)
+    for index, role in enumerate(uris):
         write_records(
             storage,
             uris[role],
             [pair[index] for pair in pairs],
             stage=f"{STAGE}-{role}",
-            config_hash=config.config_hash(),
+            fingerprint=fingerprint,
             shard_size=config.storage.shard_size,
             metrics={"examples": len(pairs), "sources": sources},
         )
-    stage_logger(config.run_id, STAGE, iteration).info("%d examples per role from %s", len(pairs), sources)
+    log.info("%d examples per role from %s", len(pairs), sources)
     return uris

@@ -7,8 +7,14 @@ Layout of ``<output>/`` (a local path or ``s3://``)::
                   merged into its base (method lora with merge_each_iteration or save_merged)
     metrics.json  steps, tokens, loss curve, tokens/s, peak memory, padding and data accounting
     checkpoints/  only while the run is unfinished: checkpoint-<step>/ (Trainer + DeepSpeed state,
-                  optimizer and scheduler included) and checkpoint-<step>/COMPLETE once it is whole
-    COMPLETE      written last: a JSON :class:`TrainedModel`; nothing above counts without it
+                  optimizer and scheduler included) and checkpoint-<step>/COMPLETE once it is whole;
+                  fingerprint.json, written before the first checkpoint
+    COMPLETE      written last: a JSON :class:`TrainedModel` with the run's fingerprint; nothing
+                  above counts without it
+
+The fingerprint (:func:`training_fingerprint`) holds the training settings, the role, the data's
+checksum and the starting model and adapter; a rerun keeps a complete output or resumes a
+checkpoint only under the same fingerprint (:func:`selflengthen.fingerprint.reconcile`).
 
 Local outputs are trained in place; for s3:// outputs the files are made in a local work folder
 (below ``SELFLENGTHEN_CACHE``) and uploaded, checkpoints as soon as each is saved.
@@ -26,7 +32,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from selflengthen.config import TrainingConfig
+from selflengthen.config import RunConfig, TrainingConfig
+from selflengthen.datasets import input_checksum
+from selflengthen.fingerprint import FINGERPRINT_NAME, Fingerprint, config_settings, parse_fingerprint, reconcile
 from selflengthen.modelio import model_cache_dir
 from selflengthen.storage import Storage, is_s3_uri, join_uri
 
@@ -37,6 +45,11 @@ COMPLETE_NAME = "COMPLETE"
 CHECKPOINTS_DIR = "checkpoints"
 _CHECKPOINT = re.compile(r"/checkpoint-(\d+)/" + COMPLETE_NAME + "$")
 KEEP_CHECKPOINTS = 2
+# Training settings that do not change the trained model (how often it logs or checkpoints, what
+# happens without data, whether model code may run).
+NOT_RESULT_SETTINGS = (
+    "training.logging_steps", "training.checkpoint_every_steps", "training.on_no_examples", "training.trust_remote_code",
+)  # fmt: skip
 
 
 class TrainedModel(BaseModel):
@@ -51,6 +64,7 @@ class TrainedModel(BaseModel):
     model: str | None
     steps: int
     completed_at: datetime
+    fingerprint: Fingerprint | None = None
 
     @property
     def serving_model(self) -> str:
@@ -74,6 +88,50 @@ def read_trained_model(storage: Storage, output_uri: str) -> TrainedModel | None
     if not storage.exists(marker):
         return None
     return TrainedModel.model_validate_json(storage.read_text(marker))
+
+
+def model_identity(storage: Storage, uri: str | None) -> str | None:
+    """A model as a fingerprint records it: its URI, plus the fingerprint digest of the training
+    output it is (or whose adapter/ or model/ folder it is), so a retrained model counts as changed."""
+    if uri is None:
+        return None
+    parent, _, name = uri.rstrip("/").rpartition("/")
+    for candidate in (uri, parent) if name in (ADAPTER_DIR, MODEL_DIR) else (uri,):
+        trained = read_trained_model(storage, candidate)
+        if trained is not None and trained.fingerprint is not None:
+            return f"{uri} (trained, fingerprint {trained.fingerprint.digest})"
+    return uri
+
+
+def training_fingerprint(
+    storage: Storage, config: RunConfig, role: str, data_uri: str, base_model_uri: str, adapter_from_uri: str | None
+) -> Fingerprint:
+    """What a training output is made from: the training settings, the role, the data, the start."""
+    settings = {key: value for key, value in config_settings(config, ["training"]).items() if key not in NOT_RESULT_SETTINGS}
+    settings.update(
+        role=role, base_model=model_identity(storage, base_model_uri), adapter_from=model_identity(storage, adapter_from_uri)
+    )
+    return Fingerprint.of(settings, {data_uri: input_checksum(storage, data_uri)})
+
+
+def discard_output(storage: Storage, output_uri: str) -> None:
+    """Delete a training output (its COMPLETE marker first) and its local work folder."""
+    storage.delete(join_uri(output_uri, COMPLETE_NAME))
+    storage.delete_prefix(output_uri)
+    shutil.rmtree(local_root(output_uri), ignore_errors=True)
+
+
+def existing_result(storage: Storage, output_uri: str, fingerprint: Fingerprint, on_change: str) -> TrainedModel | None:
+    """The finished run at ``output_uri`` when it was made with ``fingerprint`` (a rerun keeps it);
+    None when there is none or (``on_change`` redo) it was stale and is now deleted."""
+    trained = read_trained_model(storage, output_uri)
+    if trained is None:
+        return None
+    keep = reconcile(
+        output_uri, trained.fingerprint, fingerprint, on_change, discard=lambda: discard_output(storage, output_uri),
+        what="training output",
+    )  # fmt: skip
+    return trained if keep else None
 
 
 def read_metrics(storage: Storage, output_uri: str) -> dict:
@@ -105,18 +163,21 @@ def publish(storage: Storage, output_uri: str, root: Path, trained: TrainedModel
     storage.write_text(join_uri(output_uri, COMPLETE_NAME), trained.model_dump_json(indent=2))
 
 
-def carry_forward(storage: Storage, training: TrainingConfig, role: str, previous: str, output_uri: str, reason: str) -> dict:
+def carry_forward(
+    storage: Storage, training: TrainingConfig, role: str, previous: str, output_uri: str, reason: str, fingerprint: Fingerprint
+) -> dict:
     """Finish the run at ``output_uri`` without training: its result is the model at ``previous``
     (a plain model folder or an earlier run's output), after 0 steps. Returns its metrics."""
     earlier = read_trained_model(storage, previous)
     now = datetime.now(timezone.utc)
     if earlier is not None:
-        trained = earlier.model_copy(update={"role": role, "steps": 0, "completed_at": now})
+        trained = earlier.model_copy(update={"role": role, "steps": 0, "completed_at": now, "fingerprint": fingerprint})
     else:
         model = previous if writes_model(training) else None
         trained = TrainedModel(
-            role=role, method=training.method, base_model=previous, adapter=None, model=model, steps=0, completed_at=now
-        )
+            role=role, method=training.method, base_model=previous, adapter=None, model=model, steps=0, completed_at=now,
+            fingerprint=fingerprint,
+        )  # fmt: skip
     metrics = {"steps": 0, "examples": 0, "carried_forward": previous, "reason": reason}
     publish(storage, output_uri, local_root(output_uri), trained, metrics)
     return metrics
@@ -130,6 +191,25 @@ class CheckpointStore:
         self.uri = join_uri(output_uri, CHECKPOINTS_DIR)
         self.local_dir = root / CHECKPOINTS_DIR  # the Trainer's output_dir
         self.remote = is_s3_uri(output_uri)
+
+    def open(self, fingerprint: Fingerprint, on_change: str, *, world_main: bool) -> None:
+        """Apply the rerun rule to checkpoints of an earlier attempt (continued only under the same
+        fingerprint; refused, or with ``on_change`` redo deleted, otherwise), then record
+        ``fingerprint`` before the first checkpoint. Every process calls it."""
+        marker = join_uri(self.uri, FINGERPRINT_NAME)
+        started = self.storage.exists(marker)
+        if started or self.complete_steps():
+            recorded = parse_fingerprint(self.storage.read_text(marker)) if started else None
+            reconcile(self.uri, recorded, fingerprint, on_change, discard=lambda: self._discard(world_main), what="training checkpoint")
+        barrier()
+        if world_main and not self.storage.exists(marker):
+            self.storage.write_text(marker, fingerprint.model_dump_json(indent=2))
+        barrier()
+
+    def _discard(self, world_main: bool) -> None:
+        if world_main:
+            self.storage.delete_prefix(self.uri)
+        shutil.rmtree(self.local_dir, ignore_errors=True)
 
     def complete_steps(self) -> list[int]:
         return sorted(int(match.group(1)) for uri in self.storage.list(self.uri) if (match := _CHECKPOINT.search(uri)))

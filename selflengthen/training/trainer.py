@@ -47,10 +47,12 @@ from selflengthen.training.output import (
     TrainedModel,
     barrier,
     clean_up,
+    existing_result,
     local_root,
     publish,
     read_metrics,
     read_trained_model,
+    training_fingerprint,
     uses_adapter_from,
     writes_model,
 )
@@ -194,15 +196,17 @@ def train_role(
 
     ``adapter_from_uri`` is the previous iteration's adapter (or its whole training output), continued on the fixed base when
     :func:`uses_adapter_from` holds (and refused otherwise). A run whose output is already complete
-    is not repeated: its metrics are returned. ``callbacks`` are extra ``TrainerCallback`` objects.
+    with the same fingerprint is not repeated: its metrics are returned (other settings: refused,
+    or redone with ``on_change`` redo). ``callbacks`` are extra ``TrainerCallback`` objects.
     """
     training = config.training
     storage = get_storage(config.storage)
     log = stage_logger(config.run_id, f"train-{role}")
-    if (done := read_trained_model(storage, output_uri)) is not None:
+    adapter_from_uri = _previous_adapter(storage, adapter_from_uri)
+    fingerprint = training_fingerprint(storage, config, role, data_uri, base_model_uri, adapter_from_uri)
+    if (done := existing_result(storage, output_uri, fingerprint, config.on_change)) is not None:
         log.info("output %s is already complete (%d steps); not training again", output_uri, done.steps)
         return read_metrics(storage, output_uri)
-    adapter_from_uri = _previous_adapter(storage, adapter_from_uri)
     examples = _check_inputs(storage, training, role, data_uri, base_model_uri, adapter_from_uri)
     runtime = resolve_runtime(training)
     if runtime.deepspeed is not None:
@@ -212,6 +216,7 @@ def train_role(
     checkpoints = CheckpointStore(storage, output_uri, root)
     args = training_arguments(training, runtime, checkpoints.local_dir)
     main = args.process_index == 0
+    checkpoints.open(fingerprint, config.on_change, world_main=main)
     with args.main_process_first(local=True, desc="fetch models and checkpoint"):
         base_dir = _localize(base_model_uri, config, "base model")
         adapter_dir = _localize(adapter_from_uri, config, "adapter") if adapter_from_uri else None
@@ -297,6 +302,7 @@ def train_role(
             model=join_uri(output_uri, MODEL_DIR) if writes_model(training) else None,
             steps=state.global_step,
             completed_at=datetime.now(timezone.utc),
+            fingerprint=fingerprint,
         )
         publish(storage, output_uri, root, trained, metrics)
         log.info("wrote %s: %d steps, train loss %.4f", output_uri, state.global_step, result.training_loss)

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+from selflengthen.fingerprint import Fingerprint
 from selflengthen.datasets import write_records
 from selflengthen.orchestration.layout import RunLayout
 from selflengthen.orchestration.reporting import build_report, publish_report
@@ -13,7 +14,7 @@ from tests.stages.helpers import essay, response
 
 
 def write(config, uri: str, records, *, failures=(), metrics=None) -> None:
-    write_records(get_storage(), uri, records, stage="test", config_hash=config.config_hash(), shard_size=8, failures=failures, metrics=metrics)
+    write_records(get_storage(), uri, records, stage="test", fingerprint=Fingerprint.of({}), shard_size=8, failures=failures, metrics=metrics)
 
 
 def answers(words: list[int], kind: str = "initial") -> list:

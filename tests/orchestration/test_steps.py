@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from selflengthen.config import ConfigError
+from selflengthen.fingerprint import Fingerprint
 from selflengthen.datasets import read_manifest, read_records, write_records
 from selflengthen.errors import TrainingError
 from selflengthen.orchestration import steps
@@ -47,7 +48,7 @@ def extended_responses(config) -> str:
         for i, r in enumerate(initial)
     ]
     uri = RunLayout(config).iteration(1, "extended")
-    write_records(get_storage(), uri, extended, stage="extend", config_hash=config.config_hash(), shard_size=4)
+    write_records(get_storage(), uri, extended, stage="extend", fingerprint=Fingerprint.of({}), shard_size=4)
     return uri
 
 

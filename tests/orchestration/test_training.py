@@ -5,6 +5,7 @@ from datetime import datetime, timezone
 import pytest
 
 from selflengthen.config import TrainingConfig
+from selflengthen.fingerprint import Fingerprint
 from selflengthen.datasets import write_records
 from selflengthen.errors import TrainingError
 from selflengthen.orchestration.serving import served_model
@@ -60,7 +61,7 @@ def test_merging_needs_a_merged_previous_model(tmp_path) -> None:
 
 def empty_sft_data(root) -> str:
     uri = str(root / "sft" / "generator")
-    write_records(get_storage(), uri, [], stage="sft-data-generator", config_hash="h", shard_size=8)
+    write_records(get_storage(), uri, [], stage="sft-data-generator", fingerprint=Fingerprint.of({}), shard_size=8)
     return uri
 
 

@@ -3,6 +3,7 @@ from collections import Counter
 import pytest
 
 from selflengthen.config import SelectConfig, parse_config
+from selflengthen.fingerprint import Fingerprint
 from selflengthen.datasets import read_manifest, read_records, write_records
 from selflengthen.records import Response
 from selflengthen.stages.select import keep_probability, length_biased_sample, run_select, select_responses
@@ -67,7 +68,7 @@ def test_run_select_writes_dataset_with_metrics(tmp_path):
     storage = get_storage(CONFIG.storage)
     source, target = str(tmp_path / "in"), str(tmp_path / "out")
     responses = [response(essay(20 + i, seed=i), index=i) for i in range(30)]
-    write_records(storage, source, responses, stage="extend", config_hash="x", shard_size=8)
+    write_records(storage, source, responses, stage="extend", fingerprint=Fingerprint.of({}), shard_size=8)
     manifest = run_select(CONFIG, input=source, output=target, iteration=1)
     kept = read_records(storage, target, Response)
     assert manifest.count == len(kept) > 0

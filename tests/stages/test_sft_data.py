@@ -3,6 +3,7 @@ import random
 import pytest
 
 from selflengthen.config import parse_config
+from selflengthen.fingerprint import Fingerprint
 from selflengthen.datasets import read_records, write_records
 from selflengthen.records import SftExample
 from selflengthen.stages.sft_data import drop_lines, run_sft_data, sft_examples
@@ -47,8 +48,8 @@ def test_rejects_non_extended():
 def test_run_writes_two_datasets_and_accumulates(tmp_path):
     storage = get_storage(CONFIG.storage)
     first, second = str(tmp_path / "it1"), str(tmp_path / "it2")
-    write_records(storage, first, [extended_response(0)], stage="select", config_hash="x", shard_size=4)
-    write_records(storage, second, [extended_response(1), extended_response(2)], stage="select", config_hash="x", shard_size=4)
+    write_records(storage, first, [extended_response(0)], stage="select", fingerprint=Fingerprint.of({}), shard_size=4)
+    write_records(storage, second, [extended_response(1), extended_response(2)], stage="select", fingerprint=Fingerprint.of({}), shard_size=4)
     uris = run_sft_data(CONFIG, extended=second, output=str(tmp_path / "sft"), iteration=2)
     assert len(read_records(storage, uris["generator"], SftExample)) == 2
     both = run_sft_data(CONFIG, extended=[first, second], output=str(tmp_path / "sft-all"), iteration=2)

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from selflengthen.fingerprint import Fingerprint
 from selflengthen.datasets import read_records, write_records
 from selflengthen.records import SftExample
 from selflengthen.stages.sft_data import run_sft_data
@@ -22,7 +23,7 @@ def extender_data(config, folder: Path) -> str:
         response(essay(90, seed), query=f"Write about topic {seed}.", kind="extended", initial_text=essay(40, seed), initial_words=40)
         for seed in range(4)
     ]
-    write_records(storage, str(folder / "extended"), extended, stage="extend", config_hash=config.config_hash(), shard_size=10)
+    write_records(storage, str(folder / "extended"), extended, stage="extend", fingerprint=Fingerprint.of({}), shard_size=10)
     return run_sft_data(config, extended=str(folder / "extended"), output=str(folder / "sft"))["extender"]
 
 
