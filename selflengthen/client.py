@@ -159,11 +159,23 @@ class GenerationClient:
         return await self.complete(prompt, sampling, n)
 
     async def check_health(self) -> None:
-        """Raise EndpointError unless the server answers ``GET /models`` within a few seconds."""
+        """Raise EndpointError unless the server answers ``GET /models`` with an OpenAI model list
+        within a few seconds."""
         try:
-            await self._client.with_options(timeout=HEALTH_TIMEOUT_S).models.list()
-        except openai.APIError as error:
-            raise EndpointError(f"cannot reach model server at {self.base_url}: {_describe(error)}") from None
+            response = await self._http.get(f"{self.base_url}/models", timeout=HEALTH_TIMEOUT_S)
+        except httpx.HTTPError as error:
+            raise EndpointError(f"cannot reach model server at {self.base_url}: {type(error).__name__}: {error}") from None
+        if response.status_code != 200:
+            raise EndpointError(f"cannot reach model server at {self.base_url}: HTTP {response.status_code}: {response.text[:200]}")
+        try:
+            listing = response.json()
+        except ValueError:
+            listing = None
+        if not isinstance(listing, dict) or not isinstance(listing.get("data"), list):
+            raise EndpointError(self._not_openai(response.text))
+
+    def _not_openai(self, answer: object) -> str:
+        return f"model server at {self.base_url} answered with something that is not an OpenAI response: {str(answer)[:200]!r}"
 
     # ------------------------------------------------------------------ sampling
 
@@ -188,10 +200,7 @@ class GenerationClient:
         response = await self._call(create, request, sampling.model_copy(update={"max_tokens": max_tokens}), n, seed_offset)
         choices, usage = getattr(response, "choices", None), getattr(response, "usage", None)
         if not isinstance(choices, list) or not all(hasattr(choice, "finish_reason") for choice in choices):
-            raise EndpointError(
-                f"model server at {self.base_url} answered with something that is not an OpenAI response: "
-                f"{str(response)[:200]!r}"
-            )
+            raise EndpointError(self._not_openai(response))
         # Usage covers the whole response: a per-text count only when there is one text.
         tokens = usage.completion_tokens if usage is not None and len(choices) == 1 else None
         completions = []

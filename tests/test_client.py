@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import threading
+import urllib.error
+import urllib.request
 import time
 from collections import deque
 from collections.abc import Callable
@@ -14,7 +19,7 @@ import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from selflengthen.client import Completion, GenerationClient
+from selflengthen.client import Completion, GenerationClient, seeded
 from selflengthen.config import EndpointConfig, SamplingConfig
 from selflengthen.errors import EndpointError, RequestRefused
 from selflengthen.serving.local import free_port
@@ -318,9 +323,11 @@ async def test_the_tokenizer_counts_and_bounds_the_prompt_without_the_server(ser
 
 async def test_an_answer_that_is_not_an_openai_response_names_the_server(html_server):
     async with GenerationClient(EndpointConfig(base_url=html_server, max_retries=0)) as client:
+        with pytest.raises(EndpointError, match="not an OpenAI response") as health:
+            await client.check_health()
         with pytest.raises(EndpointError, match="not an OpenAI response") as raised:
             await client.chat(MESSAGES, SAMPLING)
-    assert html_server in str(raised.value) and "<html>" in str(raised.value)
+    assert html_server in str(health.value) and html_server in str(raised.value) and "<html>" in str(raised.value)
 
 
 async def test_dropped_connection_is_retried(server):
@@ -537,3 +544,102 @@ async def test_concurrent_requests_to_transformers_serve(endpoint_config):
     async with GenerationClient(endpoint_config) as client:
         results = await asyncio.gather(*(client.chat(MESSAGES, TINY) for _ in range(4)))
     assert [len(r) for r in results] == [1] * 4
+
+
+# --------------------------------------------------------------------------- per-request seeds
+
+
+def test_seeds_differ_per_record_sample_and_attempt():
+    seeds = {seeded(SAMPLING, "generate", record, sample, attempt).seed for record in ("q1", "q2") for sample in range(3) for attempt in range(1, 4)}
+    assert len(seeds) == 18
+    assert all(0 <= seed < 2**30 for seed in seeds)
+    assert seeded(SAMPLING, "generate", "q1", 0, 1) == seeded(SAMPLING, "generate", "q1", 0, 1)
+    assert seeded(SAMPLING, "q1").seed != seeded(SAMPLING.model_copy(update={"seed": 8}), "q1").seed
+    unseeded = SAMPLING.model_copy(update={"seed": None})
+    assert seeded(unseeded, "generate", "q1", 0, 1) is unseeded
+
+
+def test_seeds_are_the_same_in_another_process():
+    code = "from selflengthen.client import seeded; from selflengthen.config import SamplingConfig; print(seeded(SamplingConfig(seed=7), 'generate', 'q1', 1, 2).seed)"
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env={**os.environ, "PYTHONHASHSEED": "123"})
+    assert int(other.stdout.strip()) == seeded(SAMPLING, "generate", "q1", 1, 2).seed
+
+
+@pytest.mark.integration
+async def test_transformers_serve_rejects_the_extensions_once(endpoint_config, recording_proxy):
+    """24 concurrent requests to the real server: one is refused for top_k / repetition_penalty."""
+    endpoint = endpoint_config.model_copy(update={"base_url": recording_proxy.base_url, "max_concurrency": 8})
+    async with GenerationClient(endpoint) as client:
+        results = await asyncio.gather(*(client.chat(MESSAGES, SAMPLING.model_copy(update={"max_tokens": 1})) for _ in range(24)))
+    assert len(results) == 24
+    assert recording_proxy.statuses.count(422) == 1
+    assert len(recording_proxy.statuses) == 25
+
+
+class _RecordingProxy(ThreadingHTTPServer):
+    """Forwards every request to ``target`` and records the status of each POST answer."""
+
+    daemon_threads = True
+
+    def __init__(self, target: str) -> None:
+        super().__init__(("127.0.0.1", 0), _ProxyHandler)
+        self.target = target.rstrip("/")
+        self.statuses: list[int] = []
+        self.base_url = f"http://127.0.0.1:{self.server_address[1]}/v1"
+
+
+class _ProxyHandler(BaseHTTPRequestHandler):
+    server: _RecordingProxy
+
+    def _forward(self) -> None:
+        data = self.rfile.read(int(self.headers.get("Content-Length", 0))) if self.command == "POST" else None
+        path = self.path[len("/v1") :] if self.path.startswith("/v1") else self.path
+        request = urllib.request.Request(
+            self.server.target + path, data=data, method=self.command, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=120) as answer:
+                status, body = answer.status, answer.read()
+        except urllib.error.HTTPError as refused:
+            status, body = refused.code, refused.read()
+        if self.command == "POST":
+            self.server.statuses.append(status)
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _forward
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def recording_proxy(model_server):
+    proxy = _RecordingProxy(model_server.base_url)
+    thread = threading.Thread(target=proxy.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield proxy
+    proxy.shutdown()
+    proxy.server_close()
+
+
+def test_the_cli_names_a_server_that_answers_html(html_server, tmp_path):
+    """A stage against a web page instead of a model server: a clear error, exit 2, no output."""
+    queries = tmp_path / "queries.jsonl"
+    queries.write_text(json.dumps({"id": "q1", "text": "Write about rivers.", "language": "en"}) + "\n", encoding="utf-8")
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        json.dumps({"languages": ["en"], "model": {"base": str(tmp_path / "model")}, "serving": {"generator": {"base_url": html_server, "max_retries": 0}}}),
+        encoding="utf-8",
+    )
+    output = tmp_path / "initial"
+    command = [sys.executable, "-m", "selflengthen", "generate", "--config", str(config), "--input", str(queries), "--output", str(output)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    first_error = next(line for line in result.stderr.splitlines() if line.startswith("error:"))
+    assert f"model server at {html_server}" in first_error and "not an OpenAI response" in first_error
+    assert "Traceback" not in result.stderr
+    assert not (output / "_manifest.json").exists() and not list(output.glob("part-*"))
