@@ -6,15 +6,27 @@ is vLLM in production and ``transformers serve`` locally; the client papers over
 - bounded concurrency: one ``asyncio.Semaphore`` of ``endpoint.max_concurrency`` per client, shared by
   every call, so a stage can fire thousands of coroutines without flooding the server;
 - retries with exponential backoff and jitter on 429, 5xx, timeouts and lost connections (the
-  ``openai`` client's own retries are off); any other 4xx fails at once with the server's message;
+  ``openai`` client's own retries are off); retries run out: EndpointError (the stage fails: the
+  server, not the record, is at fault);
+- a request refused for what it holds (any other 4xx but 401/403/404, which say the endpoint is
+  wrong) raises :class:`~selflengthen.errors.RequestRefused` at once with the server's message and a
+  reason (``prompt_too_long``, ``refused``): the stages record it as that record's failure;
+- ``max_tokens`` is capped to the context the prompt leaves, and a prompt that leaves none is refused
+  before it is sent (:mod:`selflengthen.context_window`);
+- an answer that is not an OpenAI response (an HTML page with status 200) is an EndpointError naming
+  the server;
 - stop strings are enforced client-side too (``transformers serve`` leaves them in the text): a text
   is cut at the first stop string it contains and its finish_reason becomes ``"stop"``;
 - ``n > 1`` is emulated with ``n`` requests when the server ignores ``n`` (``server_supports_n`` off,
-  or fewer choices came back than were asked for); emulated requests get seeds ``seed + i`` so they
-  do not all draw the same sample;
-- ``top_k`` and ``repetition_penalty`` travel as vendor extensions (vLLM reads them); a server that
-  rejects them by name as unexpected fields (``transformers serve``) gets them no more, with one
-  warning.
+  or fewer choices came back than were asked for); emulated request ``i`` gets seed ``seed + i``,
+  which is what vLLM gives the i-th of ``n`` samples of one seeded request (``ParentRequest.
+  _get_child_sampling_params`` in vllm/v1/engine/parallel_sampling.py: child ``i`` samples with
+  ``seed + index``), so the ``n`` samples differ and are the same whichever way they were drawn.
+  The stages make the seed itself differ per record, sample and attempt (:func:`seeded`);
+- ``top_k`` and ``repetition_penalty`` travel as vendor extensions (vLLM reads them); whether the
+  server takes them is learned by the client's first request while the others wait, so a server
+  that rejects them by name as unexpected fields (``transformers serve``: HTTP 422) costs one
+  rejected request per client, with one warning, and gets them no more.
 
 finish_reason ``"length"`` (the text hit ``max_tokens``) is passed through untouched: the stages
 treat such a text as a failure (docs/method.md, step 4), never as a success.
@@ -23,16 +35,19 @@ treat such a text as a failure (docs/method.md, step 4), never as a success.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import random
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any
 
+import httpx
 import openai
 
 from selflengthen.config import EndpointConfig, SamplingConfig
-from selflengthen.errors import EndpointError
+from selflengthen.context_window import PROMPT_TOO_LONG, REFUSED, ContextWindow, Kind, is_context_overflow
+from selflengthen.errors import EndpointError, RequestRefused
 
 logger = logging.getLogger(__name__)
 
@@ -41,9 +56,25 @@ PLACEHOLDER_API_KEY = "EMPTY"
 HEALTH_TIMEOUT_S = 5.0
 # Sampling fields outside the OpenAI schema; dropped for a server that rejects them.
 SAMPLING_EXTENSIONS = ("top_k", "repetition_penalty")
+# Refusals that say the endpoint is wrong (credentials, model name, path), not the request: the stage fails.
+_ENDPOINT_STATUSES = (401, 403, 404)
+# Derived seeds are 30-bit, so seed + i of n samples stays a 31-bit integer.
+_SEED_MASK = 2**30 - 1
 
-Kind = Literal["chat", "completion"]
 _RETRYABLE = (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError)
+
+
+def seeded(sampling: SamplingConfig, *parts: object) -> SamplingConfig:
+    """``sampling`` with a seed of its own for one request, derived from the configured seed and
+    ``parts`` (the stage, the record id, the sample index, the attempt...); unchanged without a seed.
+
+    A stable hash (sha256, not Python's per-process ``hash``), so two runs with the same seed send the
+    same seeds, while different samples and retries of one query draw different texts.
+    """
+    if sampling.seed is None:
+        return sampling
+    digest = hashlib.sha256("\x1f".join(str(part) for part in (sampling.seed, *parts)).encode("utf-8")).digest()
+    return sampling.model_copy(update={"seed": int.from_bytes(digest[:8], "big") & _SEED_MASK})
 
 
 @dataclass
@@ -71,12 +102,17 @@ class GenerationClient:
         self._tokenizer = tokenizer
         self._semaphore = asyncio.Semaphore(endpoint.max_concurrency)
         self._rejected_extensions: set[str] = set()
+        # Whether the server takes the sampling extensions is learned by one request at a time.
+        self._extensions_known = False
+        self._extensions_probe = asyncio.Lock()
+        api_key = os.environ.get(endpoint.api_key_env) or PLACEHOLDER_API_KEY
         self._client = openai.AsyncOpenAI(
-            base_url=self.base_url,
-            api_key=os.environ.get(endpoint.api_key_env) or PLACEHOLDER_API_KEY,
-            timeout=endpoint.request_timeout_s,
-            max_retries=0,
+            base_url=self.base_url, api_key=api_key, timeout=endpoint.request_timeout_s, max_retries=0
         )
+        self._http = httpx.AsyncClient(
+            headers={"Authorization": f"Bearer {api_key}"}, timeout=endpoint.request_timeout_s
+        )
+        self._context = ContextWindow(self._http, self.base_url, endpoint.model, tokenizer)
 
     async def __aenter__(self) -> GenerationClient:
         return self
@@ -86,6 +122,7 @@ class GenerationClient:
 
     async def aclose(self) -> None:
         await self._client.close()
+        await self._http.aclose()
 
     # ------------------------------------------------------------------ public calls
 
@@ -122,11 +159,23 @@ class GenerationClient:
         return await self.complete(prompt, sampling, n)
 
     async def check_health(self) -> None:
-        """Raise EndpointError unless the server answers ``GET /models`` within a few seconds."""
+        """Raise EndpointError unless the server answers ``GET /models`` with an OpenAI model list
+        within a few seconds."""
         try:
-            await self._client.with_options(timeout=HEALTH_TIMEOUT_S).models.list()
-        except openai.APIError as error:
-            raise EndpointError(f"cannot reach model server at {self.base_url}: {_describe(error)}") from None
+            response = await self._http.get(f"{self.base_url}/models", timeout=HEALTH_TIMEOUT_S)
+        except httpx.HTTPError as error:
+            raise EndpointError(f"cannot reach model server at {self.base_url}: {type(error).__name__}: {error}") from None
+        if response.status_code != 200:
+            raise EndpointError(f"cannot reach model server at {self.base_url}: HTTP {response.status_code}: {response.text[:200]}")
+        try:
+            listing = response.json()
+        except ValueError:
+            listing = None
+        if not isinstance(listing, dict) or not isinstance(listing.get("data"), list):
+            raise EndpointError(self._not_openai(response.text))
+
+    def _not_openai(self, answer: object) -> str:
+        return f"model server at {self.base_url} answered with something that is not an OpenAI response: {str(answer)[:200]!r}"
 
     # ------------------------------------------------------------------ sampling
 
@@ -147,8 +196,11 @@ class GenerationClient:
     ) -> list[Completion]:
         """One request (retried as needed) and its choices as Completions, stop strings applied."""
         create = self._client.chat.completions.create if kind == "chat" else self._client.completions.create
-        response = await self._call(create, request, sampling, n, seed_offset)
-        choices, usage = response.choices, response.usage
+        max_tokens = await self._context.max_tokens(kind, request, sampling.max_tokens)
+        response = await self._call(create, request, sampling.model_copy(update={"max_tokens": max_tokens}), n, seed_offset)
+        choices, usage = getattr(response, "choices", None), getattr(response, "usage", None)
+        if not isinstance(choices, list) or not all(hasattr(choice, "finish_reason") for choice in choices):
+            raise EndpointError(self._not_openai(response))
         # Usage covers the whole response: a per-text count only when there is one text.
         tokens = usage.completion_tokens if usage is not None and len(choices) == 1 else None
         completions = []
@@ -184,7 +236,19 @@ class GenerationClient:
     # ------------------------------------------------------------------ transport
 
     async def _call(self, create, request: dict, sampling: SamplingConfig, n: int, seed_offset: int):
-        """One logical request: bounded, retried with backoff, errors turned into EndpointError."""
+        """One logical request. Until the server has answered one request, requests go one at a time:
+        the first answer tells whether it takes the sampling extensions, before the rest go out."""
+        if not self._extensions_known:
+            async with self._extensions_probe:
+                if not self._extensions_known:
+                    response = await self._send(create, request, sampling, n, seed_offset)
+                    self._extensions_known = True
+                    return response
+        return await self._send(create, request, sampling, n, seed_offset)
+
+    async def _send(self, create, request: dict, sampling: SamplingConfig, n: int, seed_offset: int):
+        """One logical request: bounded, retried with backoff, errors turned into EndpointError
+        (RequestRefused when the server refuses this request for what it holds)."""
         failures = 0
         while True:
             params = self._params(request, sampling, n, seed_offset)
@@ -202,8 +266,11 @@ class GenerationClient:
                 await asyncio.sleep(delay)
             except openai.APIStatusError as error:
                 if not self._drop_rejected_extensions(error, params):
-                    message = f"model server at {self.base_url} refused the request: {_describe(error)}"
-                    raise EndpointError(message) from None
+                    reason = _describe(error)
+                    message = f"model server at {self.base_url} refused the request: {reason}"
+                    if error.status_code in _ENDPOINT_STATUSES:
+                        raise EndpointError(message) from None
+                    raise RequestRefused(PROMPT_TOO_LONG if is_context_overflow(reason) else REFUSED, message) from None
             except openai.APIError as error:  # a response that is not an OpenAI one
                 raise EndpointError(f"model server at {self.base_url} answered badly: {_describe(error)}") from None
 

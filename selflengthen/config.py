@@ -52,7 +52,9 @@ class SamplingConfig(Section):
         default_factory=list, description="stop strings, sent to the server and also enforced client-side; none by default"
     )
     seed: int | None = Field(
-        None, description="sampling seed sent with each request (emulated n samples get seed + i); null: none sent"
+        None,
+        description="sampling seed: each request's seed is derived from it, the record, the sample and the attempt "
+        "(the i-th of n samples of a request gets that seed + i); null: none sent",
     )
 
 
@@ -465,7 +467,9 @@ class EvalConfig(Section):
         None, ge=1, description="evaluate the first N prompts of each benchmark (of those in the run's languages, which the evaluate step keeps)"
     )
     sampling: SamplingConfig = Field(
-        default_factory=lambda: SamplingConfig(temperature=0.5, top_p=0.8, max_tokens=32768)
+        default_factory=lambda: SamplingConfig(temperature=0.5, top_p=0.8, max_tokens=30720),
+        description="sampling of the benchmark answers; max_tokens 30720 leaves 2048 tokens of the default "
+        "32768-token context (serving.cluster.max_model_len) for the prompt",
     )
     quality_rubric: Literal["longbench-write", "self-lengthen", "none"] = Field(
         "none", description="quality rubric scored by the serving.judge model; none: length scores only"
@@ -517,6 +521,13 @@ class ModelConfig(Section):
 # --------------------------------------------------------------------------- the run
 
 
+# The samplings of requests to the roles the serve step starts (generator and extender).
+SERVED_SAMPLINGS = (
+    "self_instruct.sampling", "self_instruct.judge_sampling", "generate.sampling", "extend.sampling",
+    "length_control.rewrite_sampling", "eval.sampling",
+)  # fmt: skip
+
+
 class RunConfig(Section):
     """A whole Self-Lengthen run."""
 
@@ -553,6 +564,20 @@ class RunConfig(Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+
+    @model_validator(mode="after")
+    def _room_for_a_prompt(self) -> "RunConfig":
+        """A served model's context holds prompt plus answer: max_tokens must leave room for a prompt."""
+        limit = self.serving.cluster.max_model_len
+        for dotted in SERVED_SAMPLINGS:
+            section, field = dotted.split(".")
+            max_tokens = getattr(getattr(self, section), field).max_tokens
+            if max_tokens >= limit:
+                raise ValueError(
+                    f"{dotted}.max_tokens ({max_tokens}) must be less than serving.cluster.max_model_len ({limit}): "
+                    "the model's context holds the prompt and the answer, so no prompt would fit"
+                )
+        return self
 
     @field_validator("languages")
     @classmethod

@@ -17,5 +17,17 @@ class EndpointError(SelfLengthenError):
     """A model server could not be used (unreachable, refusing, retries exhausted)."""
 
 
+class RequestRefused(EndpointError):
+    """One request was refused for what it holds (a 4xx other than auth or unknown model, or a prompt
+    that leaves no room for an answer): a failure of its record, not of the stage.
+
+    ``reason`` is ``"prompt_too_long"`` or ``"refused"``; it becomes the record's Failure reason.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class TrainingError(SelfLengthenError):
     """Training cannot start or failed (bad dataset, model, LoRA targets)."""

@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import threading
+import urllib.error
+import urllib.request
 import time
 from collections import deque
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from tokenizers import Tokenizer, models
+from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from selflengthen.client import Completion, GenerationClient
+from selflengthen.client import Completion, GenerationClient, seeded
 from selflengthen.config import EndpointConfig, SamplingConfig
-from selflengthen.errors import EndpointError
+from selflengthen.errors import EndpointError, RequestRefused
 from selflengthen.serving.local import free_port
 
 SAMPLING = SamplingConfig(temperature=0.7, top_p=0.8, top_k=20, repetition_penalty=1.1, max_tokens=32, seed=7)
@@ -104,6 +109,8 @@ class ScriptedServer(ThreadingHTTPServer):
         self.script: deque[Reply] = deque()
         self.default: Reply = answer("ok")
         self.requests: list[dict] = []
+        self.models: list[dict] = []  # the cards GET /v1/models lists
+        self.tokenize: Reply | None = None  # POST /tokenize (at the root, as vLLM has it); 404 when None
         self.in_flight = 0
         self.max_in_flight = 0
         self._lock = threading.Lock()
@@ -129,7 +136,10 @@ class ScriptedServer(ThreadingHTTPServer):
     def serve_post(self, handler: BaseHTTPRequestHandler, body: dict) -> None:
         with self._lock:
             self.requests.append({"path": handler.path, "headers": handler.headers, "body": body})
-            reply = self.script.popleft() if self.script else self.default
+            if handler.path == "/tokenize":
+                reply = self.tokenize or error(404, {"detail": "Not Found"})
+            else:
+                reply = self.script.popleft() if self.script else self.default
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
@@ -147,7 +157,7 @@ class _ScriptedHandler(BaseHTTPRequestHandler):
         self.server.serve_post(self, body)
 
     def do_GET(self) -> None:
-        _send_json(self, 200, {"object": "list", "data": []})
+        _send_json(self, 200, {"object": "list", "data": self.server.models})
 
     def log_message(self, format: str, *args: object) -> None:
         pass
@@ -163,8 +173,38 @@ def server():
     scripted.server_close()
 
 
-def bodies(server: ScriptedServer) -> list[dict]:
-    return [request["body"] for request in server.requests]
+class _HtmlHandler(BaseHTTPRequestHandler):
+    """A web page with status 200 for every request: not a model server."""
+
+    def _page(self) -> None:
+        if self.command == "POST":
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        data = b"<html><body><h1>Welcome to nginx!</h1></body></html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = _page
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def html_server():
+    """The base URL of a real HTTP server on 127.0.0.1 that answers HTML to everything."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _HtmlHandler)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def bodies(server: ScriptedServer, path: str | None = None) -> list[dict]:
+    return [request["body"] for request in server.requests if path is None or request["path"] == path]
 
 
 # --------------------------------------------------------------------------- retries and errors
@@ -195,6 +235,101 @@ async def test_other_4xx_fails_at_once_with_the_servers_message(server):
     assert len(server.requests) == 1
 
 
+async def test_a_refusal_is_the_requests_own_with_its_reason(server):
+    overflow = (
+        "This model's maximum context length is 2048 tokens. However, you requested 2100 tokens "
+        "(2068 in the messages, 32 in the completion). Please reduce the length of the messages or completion."
+    )
+    server.script.extend([
+        error(400, {"object": "error", "message": overflow, "type": "BadRequestError", "code": 400}),
+        error(422, {"detail": "messages: field required"}),
+    ])  # fmt: skip
+    async with GenerationClient(server.endpoint()) as client:
+        with pytest.raises(RequestRefused) as too_long:
+            await client.chat(MESSAGES, SAMPLING)
+        with pytest.raises(RequestRefused) as refused:
+            await client.chat(MESSAGES, SAMPLING)
+    assert (too_long.value.reason, refused.value.reason) == ("prompt_too_long", "refused")
+    assert "maximum context length is 2048" in str(too_long.value) and server.base_url in str(too_long.value)
+    assert len(server.requests) == 2
+
+
+@pytest.mark.parametrize("status", [401, 403, 404])
+async def test_a_refusal_that_says_the_endpoint_is_wrong_fails_the_caller(server, status):
+    server.script.append(error(status, {"error": {"message": "no such model or key"}}))
+    async with GenerationClient(server.endpoint()) as client:
+        with pytest.raises(EndpointError, match="no such model or key") as raised:
+            await client.chat(MESSAGES, SAMPLING)
+    assert not isinstance(raised.value, RequestRefused)
+
+
+def _count_words(handler: BaseHTTPRequestHandler, body: dict) -> None:
+    """vLLM's /tokenize answer, counting one token per word of the messages plus 3 per message."""
+    if "messages" in body:
+        count = sum(len(m["content"].split()) + 3 for m in body["messages"])
+    else:
+        count = len(body["prompt"].split())
+    _send_json(handler, 200, {"count": count, "max_model_len": 64, "tokens": list(range(count))})
+
+
+async def test_max_tokens_is_capped_to_the_context_the_prompt_leaves(server):
+    server.models = [{"id": "scripted", "object": "model", "max_model_len": 64}, {"id": "other", "max_model_len": 9}]
+    server.tokenize = _count_words
+    long_prompt = " ".join(["word"] * 50)
+    sampling = SAMPLING.model_copy(update={"max_tokens": 32})
+    async with GenerationClient(server.endpoint()) as client:
+        await client.chat(MESSAGES, sampling)  # 4 words + 3: 32 fit
+        await client.complete(long_prompt, sampling)  # 50: 14 left
+        await client.complete(long_prompt, sampling, n=1)  # counted once
+        with pytest.raises(RequestRefused, match="prompt of 64 tokens leaves no room") as raised:
+            await client.complete(" ".join(["word"] * 64), sampling)
+        await client.continue_chat(MESSAGES, "The sea", sampling)
+    assert raised.value.reason == "prompt_too_long"
+    sent = bodies(server, "/v1/chat/completions") + bodies(server, "/v1/completions")
+    assert sorted(body["max_tokens"] for body in sent) == [14, 14, 32, 32]
+    counted = bodies(server, "/tokenize")
+    assert len(counted) == 4  # one per distinct prompt; the refused one never reached a completion endpoint
+    assert counted[-1]["continue_final_message"] is True and counted[-1]["add_generation_prompt"] is False
+    assert all(body["model"] == "scripted" for body in counted)
+
+
+async def test_no_cap_when_the_server_reports_no_context_length(server):
+    server.tokenize = _count_words
+    async with GenerationClient(server.endpoint()) as client:
+        await client.complete(" ".join(["word"] * 500), SAMPLING)
+    assert bodies(server, "/v1/completions")[0]["max_tokens"] == 32
+    assert bodies(server, "/tokenize") == []
+
+
+async def test_the_tokenizer_counts_and_bounds_the_prompt_without_the_server(server):
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer(models.WordLevel({"<unk>": 0}, unk_token="<unk>")),
+        unk_token="<unk>",
+        chat_template=QWEN_STYLE_TEMPLATE,
+        model_max_length=40,
+    )
+    tokenizer.backend_tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    async with GenerationClient(server.endpoint(), tokenizer=tokenizer) as client:
+        await client.complete("one two three four five", SAMPLING)
+        with pytest.raises(RequestRefused, match="leaves no room"):
+            await client.chat([{"role": "user", "content": " ".join(["word"] * 40)}], SAMPLING)
+    (sent,) = bodies(server)
+    assert sent["max_tokens"] == 32 and bodies(server, "/tokenize") == []
+    server.requests.clear()
+    async with GenerationClient(server.endpoint(), tokenizer=tokenizer) as client:
+        await client.complete(" ".join(["word"] * 20), SAMPLING)
+    assert bodies(server)[0]["max_tokens"] == 20
+
+
+async def test_an_answer_that_is_not_an_openai_response_names_the_server(html_server):
+    async with GenerationClient(EndpointConfig(base_url=html_server, max_retries=0)) as client:
+        with pytest.raises(EndpointError, match="not an OpenAI response") as health:
+            await client.check_health()
+        with pytest.raises(EndpointError, match="not an OpenAI response") as raised:
+            await client.chat(MESSAGES, SAMPLING)
+    assert html_server in str(health.value) and html_server in str(raised.value) and "<html>" in str(raised.value)
+
+
 async def test_dropped_connection_is_retried(server):
     server.script.extend([drop(), answer("after the drop")])
     async with GenerationClient(server.endpoint()) as client:
@@ -211,16 +346,22 @@ async def test_timeout_is_retried(server):
     assert len(server.requests) == 2
 
 
-async def test_sampling_extensions_the_server_rejects_are_dropped(server, caplog):
+async def test_sampling_extensions_the_server_rejects_are_learned_once(server, caplog):
     server.default = reject_extensions(answer("ok"))
-    async with GenerationClient(server.endpoint(max_retries=0)) as client:
-        first = await asyncio.gather(client.chat(MESSAGES, SAMPLING), client.chat(MESSAGES, SAMPLING))
+    async with GenerationClient(server.endpoint(max_retries=0, max_concurrency=8)) as client:
+        first = await asyncio.gather(*(client.chat(MESSAGES, SAMPLING) for _ in range(8)))
         later = await client.chat(MESSAGES, SAMPLING)
-    assert [c.text for c in [*first[0], *first[1], *later]] == ["ok"] * 3
+    assert [c.text for c in [*(c for batch in first for c in batch), *later]] == ["ok"] * 9
     sent = bodies(server)
-    assert len(sent) == 5  # two rejected, their two retries, one more
-    assert sum("top_k" in body for body in sent) == 2
+    assert len(sent) == 10  # the first request rejected once, then nine answered
+    assert sum("top_k" in body for body in sent) == 1 and "top_k" in sent[0]
     assert caplog.text.count("does not accept repetition_penalty, top_k") == 1
+
+
+async def test_sampling_extensions_a_server_takes_are_kept(server):
+    async with GenerationClient(server.endpoint(max_concurrency=4)) as client:
+        await asyncio.gather(*(client.chat(MESSAGES, SAMPLING) for _ in range(4)))
+    assert [body["top_k"] for body in bodies(server)] == [20] * 4
 
 
 async def test_missing_base_url_names_the_config_field():
@@ -403,3 +544,102 @@ async def test_concurrent_requests_to_transformers_serve(endpoint_config):
     async with GenerationClient(endpoint_config) as client:
         results = await asyncio.gather(*(client.chat(MESSAGES, TINY) for _ in range(4)))
     assert [len(r) for r in results] == [1] * 4
+
+
+# --------------------------------------------------------------------------- per-request seeds
+
+
+def test_seeds_differ_per_record_sample_and_attempt():
+    seeds = {seeded(SAMPLING, "generate", record, sample, attempt).seed for record in ("q1", "q2") for sample in range(3) for attempt in range(1, 4)}
+    assert len(seeds) == 18
+    assert all(0 <= seed < 2**30 for seed in seeds)
+    assert seeded(SAMPLING, "generate", "q1", 0, 1) == seeded(SAMPLING, "generate", "q1", 0, 1)
+    assert seeded(SAMPLING, "q1").seed != seeded(SAMPLING.model_copy(update={"seed": 8}), "q1").seed
+    unseeded = SAMPLING.model_copy(update={"seed": None})
+    assert seeded(unseeded, "generate", "q1", 0, 1) is unseeded
+
+
+def test_seeds_are_the_same_in_another_process():
+    code = "from selflengthen.client import seeded; from selflengthen.config import SamplingConfig; print(seeded(SamplingConfig(seed=7), 'generate', 'q1', 1, 2).seed)"
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env={**os.environ, "PYTHONHASHSEED": "123"})
+    assert int(other.stdout.strip()) == seeded(SAMPLING, "generate", "q1", 1, 2).seed
+
+
+@pytest.mark.integration
+async def test_transformers_serve_rejects_the_extensions_once(endpoint_config, recording_proxy):
+    """24 concurrent requests to the real server: one is refused for top_k / repetition_penalty."""
+    endpoint = endpoint_config.model_copy(update={"base_url": recording_proxy.base_url, "max_concurrency": 8})
+    async with GenerationClient(endpoint) as client:
+        results = await asyncio.gather(*(client.chat(MESSAGES, SAMPLING.model_copy(update={"max_tokens": 1})) for _ in range(24)))
+    assert len(results) == 24
+    assert recording_proxy.statuses.count(422) == 1
+    assert len(recording_proxy.statuses) == 25
+
+
+class _RecordingProxy(ThreadingHTTPServer):
+    """Forwards every request to ``target`` and records the status of each POST answer."""
+
+    daemon_threads = True
+
+    def __init__(self, target: str) -> None:
+        super().__init__(("127.0.0.1", 0), _ProxyHandler)
+        self.target = target.rstrip("/")
+        self.statuses: list[int] = []
+        self.base_url = f"http://127.0.0.1:{self.server_address[1]}/v1"
+
+
+class _ProxyHandler(BaseHTTPRequestHandler):
+    server: _RecordingProxy
+
+    def _forward(self) -> None:
+        data = self.rfile.read(int(self.headers.get("Content-Length", 0))) if self.command == "POST" else None
+        path = self.path[len("/v1") :] if self.path.startswith("/v1") else self.path
+        request = urllib.request.Request(
+            self.server.target + path, data=data, method=self.command, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=120) as answer:
+                status, body = answer.status, answer.read()
+        except urllib.error.HTTPError as refused:
+            status, body = refused.code, refused.read()
+        if self.command == "POST":
+            self.server.statuses.append(status)
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _forward
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def recording_proxy(model_server):
+    proxy = _RecordingProxy(model_server.base_url)
+    thread = threading.Thread(target=proxy.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield proxy
+    proxy.shutdown()
+    proxy.server_close()
+
+
+def test_the_cli_names_a_server_that_answers_html(html_server, tmp_path):
+    """A stage against a web page instead of a model server: a clear error, exit 2, no output."""
+    queries = tmp_path / "queries.jsonl"
+    queries.write_text(json.dumps({"id": "q1", "text": "Write about rivers.", "language": "en"}) + "\n", encoding="utf-8")
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        json.dumps({"languages": ["en"], "model": {"base": str(tmp_path / "model")}, "serving": {"generator": {"base_url": html_server, "max_retries": 0}}}),
+        encoding="utf-8",
+    )
+    output = tmp_path / "initial"
+    command = [sys.executable, "-m", "selflengthen", "generate", "--config", str(config), "--input", str(queries), "--output", str(output)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    first_error = next(line for line in result.stderr.splitlines() if line.startswith("error:"))
+    assert f"model server at {html_server}" in first_error and "not an OpenAI response" in first_error
+    assert "Traceback" not in result.stderr
+    assert not (output / "_manifest.json").exists() and not list(output.glob("part-*"))

@@ -31,7 +31,17 @@ def test_reference_defaults():
     assert (training.method, training.lora.r, training.lora.alpha, training.learning_rate) == ("lora", 8, 16, 1e-4)
     assert (training.epochs, training.lr_scheduler, training.warmup_ratio, training.max_length) == (4, "cosine", 0.1, 16384)
     assert config.length_control.type_probabilities == {"about": 0.4, "range": 0.25, "above": 0.1, "below": 0.25}
-    assert config.eval.sampling.temperature == 0.5 and config.eval.sampling.max_tokens == 32768
+    # The reference asks 32768 new tokens of a 32768-token context: 2048 are left for the prompt here.
+    assert config.eval.sampling.temperature == 0.5 and config.eval.sampling.max_tokens == 30720
+    assert config.eval.sampling.max_tokens < config.serving.cluster.max_model_len
+
+
+@pytest.mark.parametrize("section", ["generate", "extend", "eval", "self_instruct"])
+def test_max_tokens_that_leave_no_room_for_a_prompt_are_refused(tmp_path, section):
+    path = write(tmp_path, {**MINIMAL, section: {"sampling": {"max_tokens": 40000}}, "serving": {"cluster": {"max_model_len": 40000}}})
+    with pytest.raises(ConfigError, match=rf"{section}\.sampling\.max_tokens \(40000\) must be less than serving\.cluster\.max_model_len \(40000\)"):
+        load_config(path)
+    load_config(path, {f"{section}.sampling.max_tokens": 39999})
 
 
 def test_unknown_key_is_named(tmp_path):

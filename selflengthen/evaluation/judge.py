@@ -25,9 +25,9 @@ from functools import cache
 from importlib import resources
 from typing import Any, Literal
 
-from selflengthen.client import GenerationClient
+from selflengthen.client import GenerationClient, seeded
 from selflengthen.config import EndpointConfig, SamplingConfig
-from selflengthen.errors import EndpointError
+from selflengthen.errors import RequestRefused
 from selflengthen.evaluation.benchmarks import JudgeInput
 from selflengthen.evaluation.scoring import longbench_score
 from selflengthen.text import count_words
@@ -185,18 +185,22 @@ class Verdict:
 
 
 async def judge_one(
-    client: GenerationClient, rubric: Rubric, item: JudgeInput, sampling: SamplingConfig, retries: int
+    client: GenerationClient, rubric: Rubric, item: JudgeInput, sampling: SamplingConfig, retries: int, index: int = 0
 ) -> Verdict:
-    """Ask the judge about one prediction; an unreadable answer is asked again up to ``retries`` times."""
+    """Ask the judge about one prediction; an unreadable answer is asked again up to ``retries`` times.
+
+    A request the judge refuses leaves the prediction unscored with the refusal's reason
+    (``prompt_too_long``, ``refused``); a judge that cannot be reached fails the evaluation.
+    Each attempt has its own seed, from the configured one, the prediction's ``index`` and the attempt."""
     prompt = {"role": "user", "content": rubric.prompt(item.request, item.response)}
     messages = [prompt]
     answer = ""
     problem = ""
     for attempt in range(1, retries + 2):
         try:
-            (completion,) = await client.chat(messages, sampling)
-        except EndpointError as error:
-            return Verdict(None, attempt, "request_failed", str(error))
+            (completion,) = await client.chat(messages, seeded(sampling, "judge", rubric.name, index, attempt))
+        except RequestRefused as error:
+            return Verdict(None, attempt, error.reason, str(error))
         answer = completion.text
         try:
             return Verdict(extract_scores(answer, rubric), attempt)
@@ -212,7 +216,7 @@ async def judge_all(
     """Verdicts for every prediction, in order; the judge must answer a health check first."""
     async with GenerationClient(endpoint, role="judge") as client:
         await client.check_health()
-        return list(await asyncio.gather(*(judge_one(client, rubric, item, sampling, retries) for item in items)))
+        return list(await asyncio.gather(*(judge_one(client, rubric, item, sampling, retries, index) for index, item in enumerate(items))))
 
 
 def _mean(values: Sequence[float]) -> float | None:

@@ -14,7 +14,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from selflengthen.client import GenerationClient
+from selflengthen.client import GenerationClient, seeded
 from selflengthen.config import EndpointConfig, RunConfig
 from selflengthen.evaluation.benchmarks import (
     BenchmarkRow,
@@ -50,7 +50,7 @@ async def _answer(
     client: GenerationClient, config: RunConfig, unit: tuple[str, BenchmarkRow]
 ) -> tuple[list[Prediction], list[Failure]]:
     unit_id, row = unit
-    (completion,) = await client.chat([{"role": "user", "content": row.prompt}], config.eval.sampling)
+    (completion,) = await client.chat([{"role": "user", "content": row.prompt}], seeded(config.eval.sampling, STAGE, unit_id))
     fields = {"id": unit_id, "response": completion.text, "finish_reason": completion.finish_reason}
     return [Prediction.model_validate({**row.model_dump(exclude_none=True), **fields})], []
 

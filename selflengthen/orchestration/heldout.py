@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from importlib import resources
 
-from selflengthen.client import GenerationClient
+from selflengthen.client import GenerationClient, seeded
 from selflengthen.config import Language, RunConfig
 from selflengthen.datasets import existing_dataset, write_records
 from selflengthen.fingerprint import stage_fingerprint
@@ -68,8 +68,10 @@ def ensure_heldout_queries(config: RunConfig, storage: Storage, uri: str) -> str
 
 
 async def answer(client: GenerationClient, config: RunConfig, query: Query) -> tuple[list[Response], list[Failure]]:
-    """``report.heldout_samples`` answers to ``query`` with the Generator's sampling, as they come."""
-    completions = await client.chat([{"role": "user", "content": query.text}], config.generate.sampling, n=config.report.heldout_samples)
+    """``report.heldout_samples`` answers to ``query`` with the Generator's sampling, as they come
+    (sample ``i`` seeded with the query's derived seed + i, see :mod:`selflengthen.client`)."""
+    sampling = seeded(config.generate.sampling, STAGE, query.id)
+    completions = await client.chat([{"role": "user", "content": query.text}], sampling, n=config.report.heldout_samples)
     answers = [
         Response(
             id=stable_id(query.id, STAGE, index),

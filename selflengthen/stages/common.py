@@ -5,11 +5,17 @@ worker into output records and failure records. Finished units are checkpointed 
 the output prefix, so a rerun of a killed stage continues where it stopped; a finished stage
 (its manifest exists) is skipped. Both hold only under the same fingerprint
 (:mod:`selflengthen.fingerprint`): the stage's settings, its model and its inputs' checksums.
+
+A request refused for what it holds (:class:`~selflengthen.errors.RequestRefused`: a prompt longer
+than the model's context, a 4xx) fails its unit only: the unit is finished with a Failure of that
+reason, so the stage goes on and a rerun does not send it again. A server that cannot be reached
+(retries exhausted) fails the stage. The metrics count every failure reason (``failure_reasons``).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -20,10 +26,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from selflengthen.client import GenerationClient
 from selflengthen.config import RunConfig
 from selflengthen.datasets import Manifest, UnitCheckpoint, input_checksum, load_records
-from selflengthen.errors import DataError
+from selflengthen.errors import DataError, RequestRefused
 from selflengthen.fingerprint import stage_fingerprint
 from selflengthen.logs import stage_logger
-from selflengthen.records import Failure, Record, Response
+from selflengthen.records import Failure, Query, Record, Response, stable_id
 from selflengthen.stats import length_stats
 from selflengthen.storage import Storage, get_storage
 
@@ -60,17 +66,21 @@ async def _process_units(
     units: Sequence[tuple[str, Any]],
     work: Work,
     checkpoint: UnitCheckpoint,
-    label: str,
+    stage: str,
 ) -> None:
-    """Run ``work`` over the units not yet checkpointed; every finished unit goes to the checkpoint."""
+    """Run ``work`` over the units not yet checkpointed; every finished unit goes to the checkpoint,
+    a refused one with its Failure."""
     done = checkpoint.done_units()
     todo = [(unit_id, item) for unit_id, item in units if unit_id not in done]
 
     async def one(unit_id: str, item: Any) -> tuple[str, tuple[list[Record], list[Failure]]]:
-        return unit_id, await work(client, config, item)
+        try:
+            return unit_id, await work(client, config, item)
+        except RequestRefused as error:
+            return unit_id, ([], [refusal(stage, unit_id, item, error)])
 
     with _progress() as progress:
-        task = progress.add_task(label, total=len(units), completed=len(units) - len(todo))
+        task = progress.add_task(stage, total=len(units), completed=len(units) - len(todo))
         pending = [asyncio.ensure_future(one(unit_id, item)) for unit_id, item in todo]
         try:
             for finished in asyncio.as_completed(pending):
@@ -82,6 +92,14 @@ async def _process_units(
                 future.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
             checkpoint.flush()
+
+
+def refusal(stage: str, unit_id: str, item: Any, error: RequestRefused) -> Failure:
+    """The Failure of a unit whose request was refused, naming its query when the unit has one."""
+    query_id = getattr(item, "query_id", None) or (item.id if isinstance(item, Query) else None)
+    return Failure(
+        id=stable_id(unit_id, stage, "refused"), stage=stage, query_id=query_id, reason=error.reason, attempts=1, detail=str(error)
+    )
 
 
 def response_metrics(outputs: list, failures: list[Failure]) -> dict:
@@ -129,11 +147,16 @@ def run_units(
     async def main() -> None:
         async with GenerationClient(endpoint, tokenizer=tokenizer_for(config, endpoint), role=role) as client:
             await client.check_health()
-            await _process_units(client, config, units, work, checkpoint, f"{stage}")
+            await _process_units(client, config, units, work, checkpoint, stage)
 
     asyncio.run(main())
     outputs, failures = checkpoint.collected(output_model, Failure)
-    stage_metrics = {"units": len(units), **metrics(outputs, failures), **response_metrics(outputs, failures)}
+    stage_metrics = {
+        "units": len(units),
+        **metrics(outputs, failures),
+        **response_metrics(outputs, failures),
+        "failure_reasons": dict(Counter(failure.reason for failure in failures)),
+    }
     manifest = checkpoint.finalize([unit_id for unit_id, _ in units], output_model, Failure, stage_metrics)
     log.info("wrote %d records, %d failures: %s", manifest.count, manifest.failures, stage_metrics)
     return StageResult(output_uri, manifest, metrics=stage_metrics)

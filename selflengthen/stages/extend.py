@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from selflengthen.client import GenerationClient
+from selflengthen.client import GenerationClient, seeded
 from selflengthen.config import RunConfig
+from selflengthen.context_window import PROMPT_TOO_LONG, REFUSED
+from selflengthen.errors import RequestRefused
 from selflengthen.prompts import render_prompt
 from selflengthen.records import ExtensionRound, Failure, Response, stable_id
 from selflengthen.fingerprint import checks_sections
@@ -11,12 +13,25 @@ from selflengthen.stages.common import StageResult, run_stage
 from selflengthen.text import check_text, count_words, keep_leading_fraction, split_halves
 
 STAGE = "extend"
+REFUSALS = (PROMPT_TOO_LONG, REFUSED)
 
 
 async def extend_round(
     client: GenerationClient, config: RunConfig, response: Response, current: str, attempt: int, round_index: int
 ) -> ExtensionRound:
-    """One round: stage 1 enriches the first half, stage 2 continues from its kept part."""
+    """One round: stage 1 enriches the first half, stage 2 continues from its kept part.
+
+    A request refused for its prompt (it outgrew the model's context) ends the round with the
+    refusal's reason (``prompt_too_long``, ``refused``) instead of failing the response."""
+    try:
+        return await _extend_round(client, config, response, current, attempt, round_index)
+    except RequestRefused as error:
+        return ExtensionRound(attempt=attempt, round=round_index, reason=error.reason)
+
+
+async def _extend_round(
+    client: GenerationClient, config: RunConfig, response: Response, current: str, attempt: int, round_index: int
+) -> ExtensionRound:
     settings = config.extend
     checks = config.checks.for_language(response.language)
     record = ExtensionRound(attempt=attempt, round=round_index)
@@ -25,7 +40,8 @@ async def extend_round(
         record.reason = "too_short_to_split"
         return record
     stage1_prompt = render_prompt("extend", response.language, query=response.query, response=first_half)
-    (stage1,) = await client.chat([{"role": "user", "content": stage1_prompt}], settings.sampling)
+    sampling = {step: seeded(settings.sampling, STAGE, response.id, attempt, round_index, step) for step in (1, 2)}
+    (stage1,) = await client.chat([{"role": "user", "content": stage1_prompt}], sampling[1])
     if stage1.finish_reason == "length":
         record.reason = "stage1_truncated"
         return record
@@ -36,7 +52,7 @@ async def extend_round(
     record.stage1_text = kept
     stage2_prompt = render_prompt("extend", response.language, query=response.query, response=current)
     prefill = kept + settings.prefill_separator
-    (stage2,) = await client.continue_chat([{"role": "user", "content": stage2_prompt}], prefill, settings.sampling)
+    (stage2,) = await client.continue_chat([{"role": "user", "content": stage2_prompt}], prefill, sampling[2])
     record.continuation = stage2.text
     record.finish_reason = stage2.finish_reason
     record.text = (prefill + stage2.text.lstrip()).strip()
@@ -47,7 +63,11 @@ async def extend_round(
 
 async def extend_response(client: GenerationClient, config: RunConfig, response: Response) -> tuple[list[Response], list[Failure]]:
     """Up to ``attempts`` attempts of up to ``rounds`` compounding rounds; the first attempt whose
-    final text is longer than ``min_ratio`` x the initial length wins."""
+    final text is longer than ``min_ratio`` x the initial length wins.
+
+    A round whose prompt the server refuses (the text outgrew the context: ``prompt_too_long``) ends
+    its attempt with the best text so far, as if the remaining rounds had failed their checks: the
+    attempt is judged on what its earlier rounds achieved, and the unit's earlier work is kept."""
     settings = config.extend
     history: list[ExtensionRound] = []
     for attempt in range(1, settings.attempts + 1):
@@ -60,6 +80,8 @@ async def extend_response(client: GenerationClient, config: RunConfig, response:
             history.append(record)
             if record.accepted:
                 best_text, best_words = record.text, record.words
+            elif record.reason in REFUSALS:
+                break
         if best_words > settings.min_ratio * response.words:
             extended = Response(
                 id=stable_id(response.id, "extended"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
-from selflengthen.client import GenerationClient
+from selflengthen.client import GenerationClient, seeded
 from selflengthen.config import RunConfig
 from selflengthen.records import Failure, Query, Response, stable_id
 from selflengthen.fingerprint import checks_sections
@@ -18,13 +18,15 @@ STAGE = "generate"
 async def sample_response(
     client: GenerationClient, config: RunConfig, query: Query, sample_index: int, kind: str
 ) -> Response | Failure:
-    """One sample, retried while it fails the checks; given up (a Failure) after max_retries."""
+    """One sample, retried while it fails the checks; given up (a Failure) after max_retries.
+
+    Each attempt draws with its own seed (from the configured one, the query, the sample and the attempt)."""
     settings = config.generate
     checks = config.checks.for_language(query.language)
     reasons: Counter[str] = Counter()
     messages = [{"role": "user", "content": query.text}]
     for attempt in range(1, settings.max_retries + 2):
-        (completion,) = await client.chat(messages, settings.sampling)
+        (completion,) = await client.chat(messages, seeded(settings.sampling, STAGE, kind, query.id, sample_index, attempt))
         reason = check_text(completion.text, checks, completion.finish_reason)
         if reason is None:
             return Response(

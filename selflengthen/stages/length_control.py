@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import random
 
-from selflengthen.client import GenerationClient
+from selflengthen.client import GenerationClient, seeded
 from selflengthen.config import Language, LengthControlConfig, RunConfig
 from selflengthen.datasets import input_checksum, load_records
+from selflengthen.errors import RequestRefused
 from selflengthen.prompts import render_prompt
 from selflengthen.records import ChatMessage, Failure, Response, SftExample, stable_id
 from selflengthen.stages.common import StageResult, run_units
@@ -81,6 +82,7 @@ def mentions_constraint(query: str, constraint: dict) -> bool:
 
 
 async def constrain_response(client: GenerationClient, config: RunConfig, response: Response) -> tuple[list, list]:
+    """One length-constrained example; a rewrite the server refuses falls back to the appended constraint."""
     settings = config.length_control
     language = detect_language(response.text)
     rng = random.Random(f"{config.seed}-{response.id}-length")
@@ -88,10 +90,14 @@ async def constrain_response(client: GenerationClient, config: RunConfig, respon
     query, rewritten = None, False
     if settings.rewrite_with_llm:
         prompt = render_prompt("length_rewrite", language, constraint=constraint["text"], query=response.query)
-        (completion,) = await client.chat([{"role": "user", "content": prompt}], settings.rewrite_sampling)
-        candidate = completion.text.strip()
-        if completion.finish_reason != "length" and mentions_constraint(candidate, constraint):
-            query, rewritten = candidate, True
+        try:
+            (completion,) = await client.chat(
+                [{"role": "user", "content": prompt}], seeded(settings.rewrite_sampling, STAGE, response.id)
+            )
+        except RequestRefused:
+            completion = None
+        if completion is not None and completion.finish_reason != "length" and mentions_constraint(completion.text.strip(), constraint):
+            query, rewritten = completion.text.strip(), True
     if query is None:
         query = settings.phrases[language]["append"].format(query=response.query, constraint=constraint["text"])
     example = SftExample(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import re
 
-from selflengthen.client import GenerationClient
+from selflengthen.client import GenerationClient, seeded
 from selflengthen.config import Language, RunConfig
 from selflengthen.datasets import input_checksum, load_records
 from selflengthen.errors import DataError
@@ -77,7 +77,8 @@ def make_slot_worker(pool: InstructionPool, iteration: int):
             rng = random.Random(f"{config.seed}-{iteration}-{language}-{index}-{attempt}")
             examples = rng.sample(pool.examples[language], settings.examples_per_prompt)
             prompt, stop = self_instruct_prompt(examples, language, settings.judge_min_words)
-            sampling = settings.sampling.model_copy(update={"stop": [*settings.sampling.stop, stop]})
+            slot_key = (STAGE, config.run_id, iteration, language, index, attempt)
+            sampling = seeded(settings.sampling, *slot_key).model_copy(update={"stop": [*settings.sampling.stop, stop]})
             (completion,) = await client.complete(prompt, sampling)
             candidate = first_line(completion.text)
             reason = _reject_reason(candidate, language, config)
@@ -85,7 +86,8 @@ def make_slot_worker(pool: InstructionPool, iteration: int):
                 judge_prompt = render_prompt(
                     "judge_suitability", language, min_words=settings.judge_min_words, instruction=candidate
                 )
-                (verdict,) = await client.chat([{"role": "user", "content": judge_prompt}], settings.judge_sampling)
+                judge_sampling = seeded(settings.judge_sampling, *slot_key, "judge")
+                (verdict,) = await client.chat([{"role": "user", "content": judge_prompt}], judge_sampling)
                 if not is_affirmative(verdict.text, language):
                     reason = "judged_unsuitable"
                 elif not pool.claim(candidate, language):

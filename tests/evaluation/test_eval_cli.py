@@ -199,7 +199,8 @@ def test_generate_resumes_after_a_failure_and_skips_when_done(tmp_path, scripted
     def writer(messages: list[dict]) -> str:
         prompt = messages[0]["content"]
         if any(prompt.startswith(start) and fail for start, fail in failing.items()):
-            raise HTTPException(status_code=400, detail="this prompt is refused for now")
+            # The server down for this prompt (a refused prompt would be its record's failure instead).
+            raise HTTPException(status_code=503, detail="the engine is down for now")
         return "word " * 50 + "end."
 
     server = scripted_server(writer)
@@ -208,11 +209,12 @@ def test_generate_resumes_after_a_failure_and_skips_when_done(tmp_path, scripted
         "eval", "generate", "-b", "longbench-write", "-f", str(BENCHMARKS / "longbench_write.jsonl"),
         "-e", server.base_url, "-m", "scripted", "-o", str(output), "--max-prompts", "5",
         "--set", "serving.generator.max_concurrency=1", "--set", "storage.shard_size=1",
+        "--set", "serving.generator.max_retries=0",
     )  # fmt: skip
 
     first = run(*args)
     assert first.exit_code == 2
-    assert "refused the request: HTTP 400" in first.stderr and "this prompt is refused for now" in first.stderr
+    assert "failed after 1 attempts" in first.stderr and "the engine is down for now" in first.stderr
     checkpointed = [
         prediction["prompt"] for shard in (output / "_checkpoint").glob("shard-*.jsonl")
         for line in shard.read_text().splitlines() for prediction in json.loads(line)["outputs"]

@@ -147,7 +147,7 @@ def test_judging_against_a_scripted_server(scripted_server):
     verdicts = asyncio.run(judge_all(server.endpoint(), LBW, items, sampling, retries=2))
 
     assert [v.attempts for v in verdicts] == [1, 1, 2, 3, 1]
-    assert [v.reason for v in verdicts] == [None, None, None, "unreadable", "request_failed"]
+    assert [v.reason for v in verdicts] == [None, None, None, "unreadable", "refused"]
     assert verdicts[3].detail == "no JSON object in the answer" and verdicts[3].answer == "no idea"
     assert "prompt is longer than the context" in verdicts[4].detail
     failed_answers = [r["messages"][1] for r in server.requests if len(r["messages"]) == 3]
@@ -161,4 +161,4 @@ def test_judging_against_a_scripted_server(scripted_server):
     assert summary["S_q"] == pytest.approx(s_q)
     assert summary["S_l"] == pytest.approx(s_l)
     assert summary["overall"] == pytest.approx((s_q + s_l) / 2)
-    assert summary["unscored_reasons"] == {"unreadable": 1, "request_failed": 1}
+    assert summary["unscored_reasons"] == {"unreadable": 1, "refused": 1}

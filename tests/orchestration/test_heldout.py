@@ -62,3 +62,26 @@ def test_every_answer_counts_truncated_ones_too(tmp_path, endpoint_config, serve
     assert {(a.query_id, a.sample_index) for a in answers} == {(q.id, i) for q in heldout_queries(config) for i in range(2)}
     assert result.manifest.metrics["truncated"] == sum(a.finish_reason == "length" for a in answers) > 0
     assert result.manifest.metrics["lengths"]["count"] == 4
+
+
+@pytest.mark.integration
+def test_seeded_samples_differ_and_a_rerun_draws_the_same(tmp_path, endpoint_config, served_model_dir) -> None:
+    """generate.sampling.seed set: the two samples of a query differ (seed + i each), and a second
+    run into a fresh output gives the very same records."""
+    config = run_config(
+        str(tmp_path),
+        model={"base": str(served_model_dir)},
+        generate={"sampling": {"max_tokens": 12, "temperature": 1.0, "seed": 5}},
+        report={"heldout_queries": 2, "heldout_samples": 2},
+        serving={"generator": endpoint_config.model_dump()},
+    )
+    runs = []
+    for name in ("first", "second"):
+        answer_heldout(config, output=str(tmp_path / name), generation=0)
+        runs.append(sorted(read_records(get_storage(), str(tmp_path / name), Response), key=lambda a: a.id))
+    first, second = runs
+    assert [a.model_dump() for a in first] == [a.model_dump() for a in second]
+    by_query: dict[str, list[str]] = {}
+    for answer in first:
+        by_query.setdefault(answer.query_id, []).append(answer.text)
+    assert all(len(set(texts)) == 2 for texts in by_query.values()), by_query
