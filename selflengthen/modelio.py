@@ -25,9 +25,9 @@ def hub_model_id(uri: str) -> str | None:
 
 def parse_hub_uri(uri: str) -> tuple[str, str | None]:
     """(repo id, revision or None) of ``hf://<owner>/<repo>[@revision]``."""
-    repo, _, revision = uri.removeprefix(HUB_SCHEME).partition("@")
+    repo, at, revision = uri.removeprefix(HUB_SCHEME).partition("@")
     owner, _, name = repo.partition("/")
-    if not owner or not name or "/" in name or (_ and not revision):
+    if not owner or not name or "/" in name or (at and not revision):
         raise DataError(f"model {uri}: expected hf://<owner>/<repo> or hf://<owner>/<repo>@<revision>")
     return repo, revision or None
 
