@@ -143,6 +143,7 @@ def plot_lengths(samples: dict[str, list[int]], title: str) -> bytes:
                 offsets = [position + 0.18 * ((index % 5) - 2) / 2 for index in range(len(values))]
                 axes.scatter(values, offsets, s=12, alpha=0.6, color="tab:blue")
             axes.set_yticks(positions, [f"{label} (n={len(values)})" for label, values in shown], fontsize=8)
+            axes.invert_yaxis()  # the first distribution on top
         axes.set_title(title)
         axes.set_xlabel("length (words)")
         axes.set_xlim(left=0)
