@@ -18,7 +18,7 @@ as any model.
 
 Both go to the Hugging Face Hub too when ``export.hub_repo`` (or ``push_to_hub``) names a repo: the
 dataset to the dataset repo and the model to the model repo of that name, created when missing
-(``HfApi.create_repo`` then ``HfApi.upload_folder``, which huggingface_hub turns into one commit).
+(``HfApi.create_repo``, then one ``HfApi.create_commit`` adding every file of the folder).
 The token comes from the env var ``export.token_env`` and is passed to the client only.
 """
 
@@ -326,7 +326,7 @@ def model_card(config: RunConfig, report: dict[str, Any], rows: dict[str, int], 
 
 def push_folder(folder: Path, repo: str, repo_type: str, config: RunConfig, message: str) -> str:
     """Upload ``folder`` to the Hub repo ``repo`` (created when missing); returns the repo URL."""
-    from huggingface_hub import HfApi, constants
+    from huggingface_hub import CommitOperationAdd, HfApi, constants
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
     token = os.environ.get(config.export.token_env)
@@ -335,7 +335,9 @@ def push_folder(folder: Path, repo: str, repo_type: str, config: RunConfig, mess
     api = HfApi(token=token)
     try:
         url = api.create_repo(repo, repo_type=repo_type, private=config.export.private, exist_ok=True)
-        api.upload_folder(folder_path=str(folder), repo_id=repo, repo_type=repo_type, commit_message=message)
+        files = sorted(path for path in folder.rglob("*") if path.is_file())
+        operations = [CommitOperationAdd(path_in_repo=path.relative_to(folder).as_posix(), path_or_fileobj=str(path)) for path in files]
+        api.create_commit(repo, operations=operations, commit_message=message, repo_type=repo_type)
     except OfflineModeIsEnabled:
         raise StorageError(f"cannot push {repo_type} {repo} to the Hugging Face Hub: HF_HUB_OFFLINE is set") from None
     except (HfHubHTTPError, OSError) as error:

@@ -139,3 +139,18 @@ def test_push_needs_the_token_variable_and_says_when_offline(finished, tmp_path:
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     with pytest.raises(StorageError, match="cannot push dataset someone/long-answers to the Hugging Face Hub: HF_HUB_OFFLINE is set"):
         export_run(config, output=str(tmp_path / "out"), push_to_hub="someone/long-answers")
+
+
+def test_push_creates_both_repos_and_commits_every_file(finished, tmp_path: Path, hub_server, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", hub_server.endpoint)
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    result = export_run(finished, output=str(tmp_path / "out"), push_to_hub="someone/long-answers")
+    assert result.hub == {"dataset": f"{hub_server.endpoint}/datasets/someone/long-answers", "model": f"{hub_server.endpoint}/someone/long-answers"}
+    for kind, folder in (("dataset", Path(result.dataset)), ("model", Path(result.model))):
+        repo = hub_server.repos[(kind, "someone/long-answers")]
+        assert repo["private"] is True and repo["token"] == "Bearer hf_test_token"
+        local = {path.relative_to(folder).as_posix(): path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+        assert repo["files"] == local
+    assert "model.safetensors" in hub_server.repos[("model", "someone/long-answers")]["files"]
+    assert "datasets:\n- someone/long-answers" in (Path(result.model) / "README.md").read_text()
+    assert all("hf_test_token" not in path.read_text(errors="ignore") for path in (tmp_path / "out").rglob("*") if path.is_file())
