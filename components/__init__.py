@@ -8,13 +8,14 @@ each body on its own.
 """
 
 from components.data import select, sft_data
-from components.evaluation import evaluate, report
+from components.evaluation import evaluate, export, report
 from components.generation import extend, generate, heldout, length_control, self_instruct
 from components.model import prepare, train
 from components.serving import serve, teardown, teardown_run
 
 __all__ = [
     "evaluate",
+    "export",
     "extend",
     "generate",
     "heldout",

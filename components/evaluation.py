@@ -1,4 +1,4 @@
-"""Evaluation of a served Generator, and the run's report."""
+"""Evaluation of a served Generator, the run's report and its export."""
 
 from kfp import dsl
 from kfp.dsl import Markdown, Metrics, Output
@@ -20,3 +20,11 @@ def report(config_json: str, metrics: Output[Metrics], markdown: Output[Markdown
     from selflengthen.orchestration import steps
 
     return steps.report(config_json, metrics=metrics, markdown=markdown)
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def export(config_json: str) -> str:
+    """The run's dataset and final model, with cards, to export.output (and the Hub with export.hub_repo)."""
+    from selflengthen.orchestration import steps
+
+    return steps.export(config_json)

@@ -2,7 +2,8 @@
 
 serve the final Generator -> its held-out answers (and an evaluation) -> new queries it answers
 alone (the collection) -> length-constrained queries over every response -> teardown -> final SFT
-of the Generator -> serve the result -> evaluation -> teardown. Outputs the final model.
+of the Generator -> serve the result -> its held-out answers (and the evaluation) -> teardown.
+Outputs the final model.
 """
 
 from kfp import dsl
@@ -36,10 +37,11 @@ def build_final(config: RunConfig) -> GraphComponent:
         stopped = tasks.teardown(FINAL_PHASE, "generator", [*users, data])
 
         model = tasks.train(FINAL_PHASE, "generator", data.outputs["Output"], generator).after(stopped).outputs["Output"]
+        final_endpoint = tasks.serve(EVALUATION_PHASE, "generator", model).set_display_name("serve final generator").output
+        final_users = [tasks.generation(components.heldout, phase=EVALUATION_PHASE, endpoint=final_endpoint)]
         if config.eval.enabled:
-            final_endpoint = tasks.serve(EVALUATION_PHASE, "generator", model).set_display_name("serve final generator").output
-            evaluation = tasks.generation(components.evaluate, phase=EVALUATION_PHASE, endpoint=final_endpoint)
-            tasks.teardown(EVALUATION_PHASE, "generator", [evaluation]).set_display_name("teardown final generator")
+            final_users.append(tasks.generation(components.evaluate, phase=EVALUATION_PHASE, endpoint=final_endpoint))
+        tasks.teardown(EVALUATION_PHASE, "generator", final_users).set_display_name("teardown final generator")
         return model
 
     return final

@@ -1,4 +1,5 @@
-"""The whole run: the iterations unrolled at compile time, then the final phase and the report.
+"""The whole run: the iterations unrolled at compile time, then the final phase, the report and
+(``export.enabled``) the export of the dataset and the final model.
 
 Everything runs inside an exit handler whose task stops every model server of the run, so no
 server outlives a failed step. Pipeline parameters: ``config_json`` (the run config; the compiled
@@ -8,7 +9,7 @@ one by default) and ``target`` (``cluster``: vLLM Deployments; ``local``: server
 
 from pathlib import Path
 
-from kfp import compiler, dsl
+from kfp import compiler, dsl, kubernetes
 from kfp.dsl.graph_component import GraphComponent
 
 import components
@@ -41,7 +42,13 @@ def build_pipeline(config: RunConfig) -> GraphComponent:
                 step.set_display_name(f"iteration {index}")
                 generator, extender = step.outputs["generator"], step.outputs["extender"]
             tail = final(config_json=config_json, target=target, generator=generator).set_display_name("final")
-            tasks.step(components.report, cache=False).after(tail)
+            report = tasks.step(components.report, cache=False).after(tail)
+            if config.export.enabled:
+                exported = tasks.step(components.export, cache=False).after(report)
+                if config.export.hub_repo and config.serving.cluster.hf_token_secret:
+                    # the push's token: key HF_TOKEN of the Secret the vLLM servers use, as export.token_env
+                    secret = {"HF_TOKEN": config.export.token_env}
+                    kubernetes.use_secret_as_env(exported, secret_name=config.serving.cluster.hf_token_secret, secret_key_to_env=secret)
 
     return selflengthen
 

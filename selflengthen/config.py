@@ -487,6 +487,29 @@ class ReportConfig(Section):
     )
 
 
+class ExportConfig(Section):
+    """What the export step publishes at the end of a run: the dataset of long answers and the final
+    model, with their cards, to a folder (local or s3://) and, when ``hub_repo`` is set, to the
+    Hugging Face Hub."""
+
+    enabled: bool = Field(False, description="add the export step at the end of the pipeline (after the report)")
+    output: str | None = Field(
+        None, description="where the export goes (local path or s3://): dataset/ and model/ below it; empty: <workdir>/<run_id>/export"
+    )
+    license: str = Field(
+        "other", min_length=1,
+        description="license id written into both cards' YAML header (a Hub license id such as apache-2.0; it must allow what the base model's license allows)",
+    )
+    hub_repo: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9][-A-Za-z0-9_.]*/[A-Za-z0-9][-A-Za-z0-9_.]*$",
+        description="<owner>/<name> on the Hugging Face Hub: the dataset goes to the dataset repo and the model to the model repo of that name; empty: no push",
+    )
+    token_env: str = Field(
+        "HF_TOKEN", min_length=1, description="name of the env var holding the Hub token used to push (never the token; it is written nowhere)"
+    )
+    private: bool = Field(True, description="create the Hub repos private (repos that exist keep their visibility)")
+
+
 class PipelineConfig(Section):
     """Kubeflow Pipelines settings: image, retries, caching, namespace and Secrets."""
 
@@ -510,12 +533,21 @@ class PipelineConfig(Section):
 class ModelConfig(Section):
     """The base model both roles start from."""
 
-    base: str = Field(description="base model: a local path or URI of a Hugging Face model folder")
+    base: str = Field(
+        description="base model: a local path or s3:// URI of a Hugging Face model folder, or hf://<owner>/<repo>[@revision] "
+        "(a Hub model, fetched once by the prepare step with its revision pinned in <workdir>/<run_id>/base-model.json)"
+    )
     tokenizer: str | None = Field(None, description="defaults to the base model's")
     build_tiny: bool = Field(False, description="build the tiny CPU model at `base` when it is missing")
     tiny_pretrain_steps: int = Field(
         1000, ge=0, description="pre-training steps of the tiny model (a step budget keeps the build deterministic); 0: untrained"
     )
+
+    @model_validator(mode="after")
+    def _tiny_is_built_locally(self) -> "ModelConfig":
+        if self.build_tiny and self.base.startswith("hf://"):
+            raise ValueError("model.build_tiny builds a model at a folder; model.base names a Hub model (hf://)")
+        return self
 
 
 # --------------------------------------------------------------------------- the run
@@ -563,6 +595,7 @@ class RunConfig(Section):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
 
     @model_validator(mode="after")

@@ -1,4 +1,7 @@
-"""Model folders addressed by URI: local paths are used in place, s3:// folders are fetched once."""
+"""Model folders addressed by URI: local paths are used in place, s3:// folders are fetched once,
+``hf://<owner>/<repo>[@revision]`` names a model on the Hugging Face Hub, read from the hub cache
+(``huggingface_hub.snapshot_download``: a download when missing, the cache alone with
+``HF_HUB_OFFLINE=1``)."""
 
 from __future__ import annotations
 
@@ -12,6 +15,40 @@ from selflengthen.config import StorageConfig
 from selflengthen.errors import DataError
 from selflengthen.storage import get_storage, is_s3_uri
 
+HUB_SCHEME = "hf://"
+
+
+def hub_model_id(uri: str) -> str | None:
+    """``<owner>/<repo>`` of an ``hf://`` model URI; None for other URIs."""
+    return parse_hub_uri(uri)[0] if uri.startswith(HUB_SCHEME) else None
+
+
+def parse_hub_uri(uri: str) -> tuple[str, str | None]:
+    """(repo id, revision or None) of ``hf://<owner>/<repo>[@revision]``."""
+    repo, at, revision = uri.removeprefix(HUB_SCHEME).partition("@")
+    owner, _, name = repo.partition("/")
+    if not owner or not name or "/" in name or (at and not revision):
+        raise DataError(f"model {uri}: expected hf://<owner>/<repo> or hf://<owner>/<repo>@<revision>")
+    return repo, revision or None
+
+
+def hub_snapshot(uri: str) -> tuple[Path, str]:
+    """The local snapshot folder of the hub model ``uri`` and the commit it resolved to."""
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import HFValidationError
+
+    repo, revision = parse_hub_uri(uri)
+    try:
+        folder = Path(snapshot_download(repo, revision=revision))
+    except (OSError, ValueError, HFValidationError) as error:  # LocalEntryNotFoundError and the HTTP errors are OSErrors
+        get = f"hf download {repo}" + (f" --revision {revision}" if revision else "")
+        raise DataError(
+            f"model {uri}: not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and not downloadable "
+            f"({type(error).__name__}: {error}); download it into that cache first ({get}), "
+            "or name a local folder or an s3:// folder holding it"
+        ) from None
+    return folder, folder.name  # snapshots/<commit>
+
 
 def model_cache_dir() -> Path:
     """Where fetched model folders live (SELFLENGTHEN_CACHE, else a per-user temp folder)."""
@@ -20,6 +57,8 @@ def model_cache_dir() -> Path:
 
 def localize(uri: str, storage_config: StorageConfig) -> Path:
     """A local folder holding the model at ``uri`` (downloaded once per process cache for s3://)."""
+    if uri.startswith(HUB_SCHEME):
+        return hub_snapshot(uri)[0]
     if not is_s3_uri(uri):
         path = Path(uri.removeprefix("file://"))
         if not path.is_dir():

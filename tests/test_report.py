@@ -45,19 +45,21 @@ def test_plot_is_a_png() -> None:
 
 def test_markdown_has_counts_lengths_images_and_further_keys() -> None:
     report, _ = sample_report()
-    text = render_markdown(report, {1: "plots/iteration-1.png"})
+    text = render_markdown(report, {"iteration-1": "plots/iteration-1.png"})
     assert "## Iteration 1" in text and "## Iteration 2" in text
     assert "rejected in generation: no_ending 2" in text
     assert "| extended responses | 2 | 230.0 |" in text
     assert "![lengths, iteration 1](plots/iteration-1.png)" in text
     assert "iteration-2.png" not in text
-    assert "## final" in text and '"overall": 0.5' in text
+    assert "## Final phase" in text and "| final | longen | 0.5 | - |" in text
+    assert text.index("## Answer length across iterations") < text.index("## Iteration 1")
+    assert "| after iteration 2 | 2 | 190.0 | 190.0 |" in text
 
 
 def test_html_embeds_plots_as_base64() -> None:
     report, samples = sample_report()
     png = plot_lengths(samples[1], "one")
-    page = render_html(report, {1: png})
+    page = render_html(report, {"iteration-1": png})
     encoded = page.split('src="data:image/png;base64,', 1)[1].split('"', 1)[0]
     assert base64.b64decode(encoded) == png
     assert page.startswith("<!doctype html>") and "<h2>Iteration 2</h2>" in page
@@ -66,11 +68,11 @@ def test_html_embeds_plots_as_base64() -> None:
 def test_write_report_writes_every_file(tmp_path) -> None:
     report, samples = sample_report()
     plots = write_report(get_storage(), str(tmp_path), report, samples)
-    assert sorted(plots) == [1, 2]
+    assert sorted(plots) == ["iteration-1", "iteration-2", "lengthening"]
     assert json.loads((tmp_path / "report.json").read_text()) == report
     assert (tmp_path / "plots" / "iteration-2.png").read_bytes().startswith(PNG_SIGNATURE)
     assert "plots/iteration-2.png" in (tmp_path / "report.md").read_text()
-    assert (tmp_path / "report.html").read_text().count("data:image/png;base64,") == 2
+    assert (tmp_path / "report.html").read_text().count("data:image/png;base64,") == 3
 
 
 def test_length_table_lists_every_distribution_per_iteration() -> None:

@@ -14,8 +14,12 @@ resubmitted pipeline gets the same step inputs (and so cache hits)::
         serving/<phase>-<role>.json     a record per model server (phases above and "evaluation")
         heldout/queries/                the fixed held-out query set of the run
         heldout/generator-<j>/          the Generator's answers after j iterations (j = 0: base)
+        heldout/final/                  the final model's answers (after the length-following SFT)
+        base-model.json, base-model/    an hf:// base model: its pinned revision, and its copy when
+                                        the run's storage is S3
         eval/generator-<j>/ eval/final/ evaluation outputs
         report/                         report.json, report.md, report.html, plots/
+        export/                         dataset/ and model/ with their cards (export.output unset)
 """
 
 from __future__ import annotations
@@ -86,6 +90,21 @@ class RunLayout:
     def heldout(self, generation: int) -> str:
         """Answers to the held-out queries by the Generator after ``generation`` iterations."""
         return join_uri(self.root, "heldout", f"generator-{generation}")
+
+    def heldout_final(self) -> str:
+        """Answers to the held-out queries by the final model (after the length-following SFT)."""
+        return join_uri(self.root, "heldout", FINAL_PHASE)
+
+    def base_model_record(self) -> str:
+        """The JSON pinning an ``hf://`` base model: its id, the revision asked for and the commit used."""
+        return join_uri(self.root, "base-model.json")
+
+    def base_model_copy(self) -> str:
+        """Where an ``hf://`` base model is copied when the run's artefacts live on S3."""
+        return join_uri(self.root, "base-model")
+
+    def export(self, *parts: str) -> str:
+        return join_uri(self.root, "export", *parts)
 
     def evaluation(self, name: str) -> str:
         return join_uri(self.root, "eval", name)

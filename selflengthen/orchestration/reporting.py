@@ -3,8 +3,10 @@
 Per iteration: counts (queries, responses, extended, accepted, rejections per check and stage),
 the length statistics of the initial responses, the extended responses and the Generator's
 held-out answers before and after the iteration's training, and (when ``eval.per_iteration``)
-the benchmark scores of the Generator before and after it. After the iterations: the final
-collection, the length-control data, the final training and the evaluation of the final model.
+the benchmark scores of the Generator before and after it. After the iterations: the final model's
+held-out answers, the final collection, the length-control data, the final training and the
+evaluation of the final model. First of all, the lengthening rows: the held-out answer length and
+scores per stage, which the report opens with and the KFP Metrics list first.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from selflengthen.config import RunConfig
 from selflengthen.datasets import dataset_exists, read_failures, read_manifest, read_records
 from selflengthen.orchestration.layout import FINAL_PHASE, RunLayout
 from selflengthen.records import Failure, Response
-from selflengthen.report import Samples, data_uri, render_markdown, write_report
+from selflengthen.report import Samples, data_uri, lengthening_rows, render_markdown, write_report
 from selflengthen.stats import length_stats
 from selflengthen.storage import Storage, get_storage, join_uri
 
@@ -33,10 +35,18 @@ class BuiltReport:
     samples: Samples
 
     def metrics(self) -> dict[str, Any]:
-        """The figures shown as KFP Metrics: each iteration's counts, lengths and scores."""
+        """The figures shown as KFP Metrics: first the held-out answer length (mean, median) and the
+        scores per stage (``lengthening_<stage>_...``), then each iteration's counts, lengths and scores."""
+        stages = {
+            row["stage"].replace(" ", "_"): {"count": row["count"], "mean": row["mean"], "median": row["median"], **row["scores"]}
+            for row in self.data["lengthening"]
+        }
         return {
-            f"iteration{entry['iteration']}": {key: entry[key] for key in ("counts", "lengths", "evaluation") if key in entry}
-            for entry in self.data["iterations"]
+            "lengthening": stages,
+            **{
+                f"iteration{entry['iteration']}": {key: entry[key] for key in ("counts", "lengths", "evaluation") if key in entry}
+                for entry in self.data["iterations"]
+            },
         }
 
 
@@ -99,6 +109,8 @@ def _training_figures(storage: Storage, output: str) -> dict[str, Any]:
 
 def _final_entry(storage: Storage, config: RunConfig, layout: RunLayout) -> dict[str, Any]:
     final: dict[str, Any] = {}
+    if dataset_exists(storage, layout.heldout_final()):
+        final["heldout"] = length_stats(_words(storage, layout.heldout_final()))
     collected = layout.phase(FINAL_PHASE, "collected")
     if dataset_exists(storage, collected):
         final["collected"] = length_stats(_words(storage, collected))
@@ -124,6 +136,7 @@ def build_report(config: RunConfig) -> BuiltReport:
         "iterations": entries,
         "final": _final_entry(storage, config, layout),
     }
+    data["lengthening"] = lengthening_rows(data)
     return BuiltReport(data, samples)
 
 
@@ -133,7 +146,7 @@ def publish_report(config: RunConfig, built: BuiltReport, *, markdown_path: str 
     prefix = RunLayout(config).report()
     plots = write_report(get_storage(config.storage), prefix, built.data, built.samples)
     if markdown_path:
-        inline = render_markdown(built.data, {iteration: data_uri(png) for iteration, png in plots.items()})
+        inline = render_markdown(built.data, {name: data_uri(png) for name, png in plots.items()})
         Path(markdown_path).parent.mkdir(parents=True, exist_ok=True)
         Path(markdown_path).write_text(inline, encoding="utf-8")
     return join_uri(prefix, "report.json")

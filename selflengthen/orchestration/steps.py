@@ -27,7 +27,7 @@ from typing import Any, Callable
 from selflengthen.config import ConfigError, Role, RunConfig, parse_config
 from selflengthen.logs import stage_logger
 from selflengthen.orchestration import serving
-from selflengthen.orchestration.layout import FINAL_PHASE, RunLayout, evaluation_name, phase_index, served_generation
+from selflengthen.orchestration.layout import EVALUATION_PHASE, FINAL_PHASE, RunLayout, evaluation_name, phase_index, served_generation
 from selflengthen.storage import get_storage
 
 STEP_MARKER = "::selflengthen-step::"
@@ -122,8 +122,9 @@ def _stage_result(result: Any, noun: str) -> StepResult:
 @step("prepare", imports=("selflengthen.training.model",))
 def prepare(config: RunConfig, *, iterations: int) -> StepResult:
     """The base model URI, checked, after building the tiny model there when the config asks for it
-    and it is missing. ``iterations``: how many the pipeline was compiled for (a submitted config
-    must ask for as many)."""
+    and it is missing; for an ``hf://`` base, the run's pinned copy of it. ``iterations``: how many
+    the pipeline was compiled for (a submitted config must ask for as many)."""
+    from selflengthen.modelio import HUB_SCHEME
     from selflengthen.storage import is_s3_uri
     from selflengthen.training.model import check_base_model
 
@@ -133,6 +134,10 @@ def prepare(config: RunConfig, *, iterations: int) -> StepResult:
             "compile it again with this config (selflengthen compile)"
         )
     base = config.model.base
+    if base.startswith(HUB_SCHEME):
+        from selflengthen.orchestration.base_model import resolve_base_model
+
+        base = resolve_base_model(config)
     built = config.model.build_tiny and not is_s3_uri(base) and not (Path(base) / "config.json").exists()
     if built:
         from selflengthen.tiny_model import build_tiny_model
@@ -193,12 +198,18 @@ def generate(config: RunConfig, *, phase: str, kind: str, queries: str, endpoint
 
 @step("heldout", imports=("selflengthen.orchestration.heldout",))
 def heldout(config: RunConfig, *, phase: str, endpoint: str) -> StepResult:
-    """The Generator served in ``phase`` answers the run's held-out queries."""
+    """The Generator served in ``phase`` answers the run's held-out queries (in the evaluation
+    phase: the final model, after the length-following SFT)."""
     from selflengthen.orchestration.heldout import answer_heldout
 
-    generation = served_generation(config, phase)
+    layout = RunLayout(config)
+    if phase == EVALUATION_PHASE:
+        generation, output = phase_index(config, phase), layout.heldout_final()
+    else:
+        generation = served_generation(config, phase)
+        output = layout.heldout(generation)
     config = serving.with_endpoint(config, endpoint, "generator")
-    result = answer_heldout(config, output=RunLayout(config).heldout(generation), generation=generation)
+    result = answer_heldout(config, output=output, generation=generation)
     return _stage_result(result, "held-out answers")
 
 
@@ -282,3 +293,14 @@ def report(config: RunConfig, *, markdown: Any = None) -> StepResult:
     built = build_report(config)
     uri = publish_report(config, built, markdown_path=markdown.path if markdown is not None else None)
     return StepResult(uri, f"{len(built.data['iterations'])} iteration(s) reported", built.metrics())
+
+
+@step("export", imports=("selflengthen.export",))
+def export(config: RunConfig) -> StepResult:
+    """The run's dataset and final model with their cards, to ``export.output`` (and the Hub)."""
+    from selflengthen.export import export_run
+
+    result = export_run(config)
+    hub = f", pushed to {', '.join(result.hub.values())}" if result.hub else ""
+    summary = f"{sum(result.rows.values())} rows and the final model to {result.dataset.rsplit('/', 1)[0]}{hub}"
+    return StepResult(result.model, summary, {"rows": result.rows})

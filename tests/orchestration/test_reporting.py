@@ -36,6 +36,7 @@ def finished_run(config) -> None:
         write(config, layout.iteration(k, "selected"), answers([100], "extended"), metrics={"rejected": {"length_biased_sampling": 1}})
         for role in ("generator", "extender"):
             storage.write_text(join_uri(layout.iteration(k, "train", role), "metrics.json"), json.dumps({"steps": 4, "train_loss": 2.5}))
+    write(config, layout.heldout_final(), answers([130, 150], "heldout"))
     write(config, layout.phase("final", "collected"), answers([70, 80], "collected"))
     write(config, layout.phase("final", "length-control"), [], metrics={"examples": 0})
     storage.write_text(join_uri(layout.phase("final", "train", "generator"), "metrics.json"), json.dumps({"steps": 2}))
@@ -73,8 +74,10 @@ def test_publish_writes_the_files_and_the_kfp_markdown(tmp_path: Path) -> None:
     uri = publish_report(config, build_report(config), markdown_path=str(markdown))
     assert uri == RunLayout(config).report("report.json")
     assert json.loads(Path(uri).read_text())["iterations"][1]["iteration"] == 2
-    assert (Path(uri).parent / "report.html").read_text().count("data:image/png;base64,") == 2
-    assert markdown.read_text().count("](data:image/png;base64,") == 2
+    # the lengthening summary's plot, then one per iteration
+    assert (Path(uri).parent / "report.html").read_text().count("data:image/png;base64,") == 3
+    assert markdown.read_text().count("](data:image/png;base64,") == 3
+    assert (Path(uri).parent / "plots" / "lengthening.png").is_file()
 
 
 def test_per_iteration_scores_before_and_after(tmp_path: Path) -> None:
@@ -113,3 +116,36 @@ def test_training_lines_say_when_a_model_was_carried_forward(tmp_path: Path) -> 
     markdown = (Path(publish_report(config, built)).parent / "report.md").read_text()
     assert "- generator training: not trained, /models/base carried forward: the generator SFT data holds no examples" in markdown
     assert "- extender training: 4 steps, loss 2.500" in markdown
+
+
+def test_the_report_opens_with_the_lengthening_and_its_figures_are_report_json_s(tmp_path: Path) -> None:
+    config = run_config(str(tmp_path / "runs"))
+    finished_run(config)
+    layout, storage = RunLayout(config), get_storage()
+    for generation, score in enumerate((20.0, 35.5, 50.25)):
+        summary = {"iteration": generation, "benchmarks": {"longen": {"overall": score, "count": 2}}}
+        storage.write_text(join_uri(layout.evaluation(f"generator-{generation}"), "summary.json"), json.dumps(summary))
+    markdown = tmp_path / "kfp" / "markdown"
+    built = build_report(config)
+    uri = publish_report(config, built, markdown_path=str(markdown))
+    saved = json.loads(Path(uri).read_text())
+    rows = saved["lengthening"]
+    # held-out answers: 50/60 before, +20 words per iteration, 130/150 after the final SFT
+    assert [(row["stage"], row["mean"], row["median"]) for row in rows] == [
+        ("before iteration 1", 55.0, 55.0), ("after iteration 1", 75.0, 75.0), ("after iteration 2", 95.0, 95.0), ("after final SFT", 140.0, 140.0),
+    ]
+    assert [row["scores"].get("longen") for row in rows] == [20.0, 35.5, 50.25, 0.4]
+    assert rows[1]["mean"] == saved["iterations"][0]["lengths"]["generator_after"]["mean"]
+    assert rows[-1]["median"] == saved["final"]["heldout"]["median"]
+    table = [f"| {row['stage']} | {row['count']} | {row['mean']:.1f} | {row['median']:.1f} | {row['scores']['longen']:.1f} |" for row in rows]
+    text = markdown.read_text()
+    assert text.index("## Answer length across iterations") < text.index("## Iteration 1")
+    assert all(line in text for line in table), text
+    page = (Path(uri).parent / "report.html").read_text()
+    assert page.index("after final SFT") < page.index("<h2>Iteration 1</h2>")
+    assert "<td>after iteration 2</td><td>2</td><td>95.0</td><td>95.0</td><td>50.2</td>" in page
+    # the final phase as tables, no JSON dump
+    assert "<h3>Evaluation</h3>" in page and "<td>final</td><td>longen</td><td>0.4</td>" in page and "<pre>" not in page
+    metrics = built.metrics()
+    assert metrics["lengthening"]["after_final_SFT"] == {"count": 2, "mean": 140.0, "median": 140.0, "longen": 0.4}
+    assert list(metrics)[0] == "lengthening"

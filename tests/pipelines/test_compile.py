@@ -156,3 +156,14 @@ def test_the_cli_compiles_every_example_config(tmp_path: Path, path: Path) -> No
     result = CliRunner().invoke(app, ["compile", "--config", str(path), "--output", str(output)])
     assert result.exit_code == 0, result.output
     assert output.read_text().startswith("# PIPELINE DEFINITION")
+
+
+def test_export_step_follows_the_report_with_the_hub_token_secret(tmp_path: Path) -> None:
+    plain, _ = compiled(load_config(CLUSTER_CONFIG), tmp_path)
+    assert "export" not in dag(plain, "comp-exit-handler-1")
+    config = load_config(CLUSTER_CONFIG, {"export.enabled": True, "export.hub_repo": "me/long", "serving.cluster.hf_token_secret": "hf"})
+    spec, executors = compiled(config, tmp_path)
+    export = dag(spec, "comp-exit-handler-1")["export"]
+    assert export["dependentTasks"] == ["report"] and export["cachingOptions"] == {}
+    secrets = {item["secretName"]: item["keyToEnv"] for item in executors["exec-export"]["secretAsEnv"]}
+    assert secrets["hf"] == [{"envVar": "HF_TOKEN", "secretKey": "HF_TOKEN"}]
