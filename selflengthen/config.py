@@ -466,6 +466,11 @@ class EvalConfig(Section):
         "none", description="quality rubric scored by the serving.judge model; none: length scores only"
     )
     judge_retries: int = Field(3, ge=0, description="re-asks of the judge when its answer cannot be read")
+    min_scored_fraction: float = Field(
+        1.0, ge=0.0, le=1.0,
+        description="`eval quality` fails (non-zero exit) when the judge scored fewer than this fraction of the "
+        "prompts; 1.0: every prompt must be scored, 0: never fail (the unscored ones are reported either way)",
+    )  # fmt: skip
     judge_sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.0, top_p=1.0, top_k=-1, repetition_penalty=1.0, max_tokens=512))
 
 

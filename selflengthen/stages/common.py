@@ -115,6 +115,7 @@ def run_units(
         manifest = read_manifest(storage, output_uri)
         log.info("already complete at %s (%d records); skipped", output_uri, manifest.count)
         return StageResult(output_uri, manifest, skipped=True, metrics=manifest.metrics)
+    storage.check_writable(output_uri)
     if resume is not None:
         resume(checkpoint.collected(output_model, Failure)[0])
     endpoint = getattr(config.serving, role)

@@ -59,6 +59,7 @@ def run_select(config: RunConfig, *, input: str, output: str, iteration: int = 1
     """Select from dataset ``input`` into ``output``; the manifest counts rejections per reason."""
     storage = get_storage(config.storage)
     responses = load_records(storage, input, Response)
+    storage.check_writable(output)
     kept, rejected = select_responses(responses, config, seed=config.seed * 1000 + iteration)
     metrics = {
         "input": len(responses),
