@@ -475,6 +475,11 @@ class EvalConfig(Section):
         "none", description="quality rubric scored by the serving.judge model; none: length scores only"
     )
     judge_retries: int = Field(3, ge=0, description="re-asks of the judge when its answer cannot be read")
+    min_scored_fraction: float = Field(
+        1.0, ge=0.0, le=1.0,
+        description="`eval quality` fails (non-zero exit) when the judge scored fewer than this fraction of the "
+        "prompts; 1.0: every prompt must be scored, 0: never fail (the unscored ones are reported either way)",
+    )  # fmt: skip
     judge_sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.0, top_p=1.0, top_k=-1, repetition_penalty=1.0, max_tokens=512))
 
 
@@ -631,14 +636,17 @@ class RunConfig(Section):
 
 
 def _format_errors(error: ValidationError, source: str) -> str:
-    lines = [f"invalid configuration in {source}:"]
+    """``<source>: <field>: <message>`` for the first problem (a first line that names it), then
+    one indented line per further problem."""
+    problems = []
     for item in error.errors():
         field = ".".join(str(part) for part in item["loc"]) or "(root)"
         message = item["msg"]
         if item["type"] == "extra_forbidden":
             message = "unknown key"
-        lines.append(f"  {field}: {message}")
-    return "\n".join(lines)
+        problems.append(f"{field}: {message}")
+    more = f" (and {len(problems) - 1} more problem(s) below)" if len(problems) > 1 else ""
+    return "\n".join([f"invalid configuration in {source}: {problems[0]}{more}", *(f"  {p}" for p in problems[1:])])
 
 
 def parse_config(data: Any, source: str = "<config>") -> RunConfig:
@@ -663,7 +671,9 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config file {path}{where} is not valid YAML: {getattr(error, 'problem', None) or error}") from None
     data = data or {}
     for dotted, value in (overrides or {}).items():
         apply_override(data, dotted, value)

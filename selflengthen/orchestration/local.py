@@ -38,7 +38,7 @@ from selflengthen.errors import SelfLengthenError
 from selflengthen.logs import stage_logger
 from selflengthen.orchestration import serving
 from selflengthen.orchestration.layout import RunLayout
-from selflengthen.orchestration.steps import STEP_MARKER
+from selflengthen.orchestration.steps import STEP_MARKER, check_run_inputs
 from selflengthen.report import REPORT_JSON
 from selflengthen.storage import get_storage, is_s3_uri
 
@@ -48,7 +48,7 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _STARTED = re.compile(r"Executing task '([^']+)'")
 _FINISHED = re.compile(r"Task '([^']+)' finished with status (\w+)")
 _CACHED = re.compile(r"Task (\S+) cache hit")
-_ERROR_LINE = re.compile(r"^(selflengthen(?:\.\w+)+): (.+)$")
+_CAUSE = re.compile(r"^(?:error|[\w.]*(?:Error|Exception|Failed)): (.+)$")
 
 
 class PipelineFailed(SelfLengthenError):
@@ -198,27 +198,16 @@ def _pipeline_output(workdir: Path, console: Console, total: int) -> Iterator[Pi
             root.setLevel(level)
 
 
-def _user_error(lines: list[str]) -> str | None:
-    """The message of the last user-facing error (a SelfLengthenError) in a step's output: the last
-    line of its traceback, ``selflengthen.<module>.<Error>: message``."""
-    import importlib
-
-    for line in reversed(lines):
-        match = _ERROR_LINE.match(line.strip())
-        if match:
-            module, name = match.group(1).rsplit(".", 1)
-            with contextlib.suppress(ImportError):
-                error_type = getattr(importlib.import_module(module), name, None)
-                if isinstance(error_type, type) and issubclass(error_type, SelfLengthenError):
-                    return match.group(2)
-    return None
+def failure_cause(lines: list[str]) -> str | None:
+    """The last error a step's output reports (its ``error: ...`` line or its exception's last line)."""
+    causes = [match.group(1) for line in lines if (match := _CAUSE.match(line.strip()))]
+    return causes[-1] if causes else None
 
 
 def _failure_message(error: RuntimeError, failed: dict[str, list[str]], log_path: Path) -> str:
-    """The cause first (a step's user-facing error), then kfp.local's message and the end of each
-    failed step's output."""
-    causes = [f"step {task}: {cause}" for task, lines in failed.items() if (cause := _user_error(lines))]
-    parts = [*causes[:1], _ANSI.sub("", str(error))]
+    """The failed step and its cause first, then kfp.local's message and the end of each failed step's output."""
+    causes = [f"step {task} failed: {cause}" for task, lines in failed.items() if (cause := failure_cause(lines))]
+    parts = [*causes, _ANSI.sub("", str(error))]
     for task, lines in failed.items():
         parts.append(f"--- end of the output of step {task}:\n" + "\n".join(lines))
     parts.append(f"the whole output: {log_path}")
@@ -236,8 +225,9 @@ def run_local(config: RunConfig, workdir: str | Path, *, console: Console | None
     from pipelines import build_pipeline
 
     workdir = Path(workdir).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
     config = local_config(config, workdir)
+    check_run_inputs(config)
+    workdir.mkdir(parents=True, exist_ok=True)
     console = console or Console(stderr=True)
     log = stage_logger(config.run_id, "run")
     pipeline = build_pipeline(config)

@@ -139,14 +139,15 @@ def run_units(
     if manifest is not None:
         log.info("already complete at %s (%d records); skipped", output_uri, manifest.count)
         return StageResult(output_uri, manifest, skipped=True, metrics=manifest.metrics)
+    storage.check_writable(output_uri)
     if resume is not None:
         resume(checkpoint.collected(output_model, Failure)[0])
     endpoint = getattr(config.serving, role)
-    log.info("%d units -> %s via %s (%s)", len(units), output_uri, endpoint.base_url, endpoint.model)
 
     async def main() -> None:
         async with GenerationClient(endpoint, tokenizer=tokenizer_for(config, endpoint), role=role) as client:
             await client.check_health()
+            log.info("%d units -> %s via %s (%s)", len(units), output_uri, endpoint.base_url, endpoint.model)
             await _process_units(client, config, units, work, checkpoint, stage)
 
     asyncio.run(main())

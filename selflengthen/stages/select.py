@@ -70,6 +70,7 @@ def run_select(config: RunConfig, *, input: str, output: str, iteration: int = 1
         log.info("already complete at %s (%d records); skipped", output, done.count)
         return done
     responses = load_records(storage, input, Response)
+    storage.check_writable(output)
     kept, rejected = select_responses(responses, config, seed=config.seed * 1000 + iteration)
     metrics = {
         "input": len(responses),
