@@ -38,7 +38,7 @@ from selflengthen.errors import SelfLengthenError
 from selflengthen.logs import stage_logger
 from selflengthen.orchestration import serving
 from selflengthen.orchestration.layout import RunLayout
-from selflengthen.orchestration.steps import STEP_MARKER, check_run_inputs
+from selflengthen.orchestration.steps import FAILED_MARKER, STEP_MARKER, check_run_inputs
 from selflengthen.report import REPORT_JSON
 from selflengthen.storage import get_storage, is_s3_uri
 
@@ -53,6 +53,17 @@ _CAUSE = re.compile(r"^(?:error|[\w.]*(?:Error|Exception|Failed)): (.+)$")
 
 class PipelineFailed(SelfLengthenError):
     """A step of the local pipeline failed; the message names it and shows the end of its log."""
+
+
+class _StepFailedDeterministically(BaseException):
+    """Raised from the log watcher when a step reports a deterministic failure, to end the run
+    before kfp.local retries the step. A BaseException, so kfp.local's ``except Exception``
+    handlers let it through (its tasks run in this thread: the pipeline has no ParallelFor)."""
+
+    def __init__(self, task: str, cause: str) -> None:
+        super().__init__(cause)
+        self.task = task
+        self.cause = cause
 
 
 def _absolute(path: str | None) -> str | None:
@@ -119,6 +130,11 @@ class PipelineLog(io.TextIOBase):
 
     def _watch(self, line: str) -> None:
         self.task_lines.append(line)
+        if FAILED_MARKER in line:
+            failure = json.loads(line.split(FAILED_MARKER, 1)[1])
+            task = " ".join(part for part in (failure["step"], failure["label"]) if part)
+            self.console.print(f"[red]✗ {task} failed[/]", highlight=False)
+            raise _StepFailedDeterministically(task, failure["cause"])
         if STEP_MARKER in line:
             step = json.loads(line.split(STEP_MARKER, 1)[1])
             self.console.print(
@@ -247,6 +263,12 @@ def run_local(config: RunConfig, workdir: str | Path, *, console: Console | None
                 pipeline(config_json=config.to_json(), target="local")
             except RuntimeError as error:
                 raise PipelineFailed(_failure_message(error, output.failed, workdir / "logs" / LOG_NAME)) from None
+            except _StepFailedDeterministically as failure:
+                raise PipelineFailed(
+                    f"step {failure.task} failed: {failure.cause}\n"
+                    "(not retried: the same input fails every attempt alike; fix it and run again with the same "
+                    f"workdir to resume)\nthe whole output: {workdir / 'logs' / LOG_NAME}"
+                ) from None
     except BaseException:
         _stop_children(keep=earlier_children)
         serving.teardown_run(config, target="local")

@@ -6,6 +6,11 @@ a rerun finds finished work and a resubmitted pipeline gets cache hits. Around t
 
 * logs its figures to the component's KFP ``Metrics`` output (when given),
 * prints one summary line (``STEP_MARKER`` + JSON) that the local runner shows as progress,
+* on a deterministic failure (a :class:`SelfLengthenError` that is not ``transient``) prints
+  ``FAILED_MARKER`` + JSON with the cause, on which the local runner stops the run at once: kfp.local
+  retries a failed task by count only (kfp 2.17, ``kfp/local/orchestrator/task_executor.py``), as
+  Kubeflow Pipelines does (a retry count with backoff in the compiled task), so without it bad input
+  would be run ``pipeline.retries`` more times;
 * appends its timing (process start, call start and end) to ``timings.jsonl`` of the local run's
   folder when there is one (``bench/local_run_breakdown.py`` reads it).
 
@@ -25,12 +30,16 @@ from pathlib import Path
 from typing import Any, Callable
 
 from selflengthen.config import ConfigError, Role, RunConfig, parse_config
+from selflengthen.errors import SelfLengthenError
 from selflengthen.logs import stage_logger
 from selflengthen.orchestration import serving
 from selflengthen.orchestration.layout import EVALUATION_PHASE, FINAL_PHASE, RunLayout, evaluation_name, phase_index, served_generation
 from selflengthen.storage import get_storage
 
 STEP_MARKER = "::selflengthen-step::"
+# Printed (+ JSON with the step and the cause) by a step that failed deterministically: the local
+# runner stops the run at once instead of letting kfp.local retry it (every attempt would fail alike).
+FAILED_MARKER = "::selflengthen-failed::"
 TIMINGS_NAME = "timings.jsonl"
 
 
@@ -93,7 +102,12 @@ def step(name: str, *, imports: tuple[str, ...] = ()) -> Callable[[Callable[...,
             for module in imports:
                 importlib.import_module(module)
             started = time.time()
-            result = func(config, **kwargs)
+            try:
+                result = func(config, **kwargs)
+            except SelfLengthenError as error:
+                if not error.transient:
+                    print(FAILED_MARKER + json.dumps({"step": name, "label": label, "cause": str(error)}), flush=True)
+                raise
             ended = time.time()
             if metrics is not None:
                 log_metrics(metrics, result.metrics)

@@ -1,5 +1,6 @@
 """`selflengthen run` answers bad input with a clear message, a non-zero exit and no server left."""
 
+import re
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -39,3 +40,21 @@ def test_unknown_config_keys_are_refused_before_anything_runs(tmp_path: Path) ->
     assert result.exit_code == 2
     assert "pipeline.imagee: unknown key" in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_a_step_that_fails_deterministically_is_not_retried(tmp_path: Path, monkeypatch) -> None:
+    """The prepare step meets a missing base model (the up-front check is switched off to reach it):
+    the run stops at that step's first attempt with the cause first, although pipeline.retries is 2."""
+    monkeypatch.setattr("selflengthen.orchestration.local.check_run_inputs", lambda config: None)
+    workdir, missing = tmp_path / "run", tmp_path / "no-model"
+    result = CliRunner().invoke(
+        app, ["run", "--workdir", str(workdir), "--set", f"model.base={missing}", "--set", "model.build_tiny=false"]
+    )
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.splitlines()
+    first = next(index for index, line in enumerate(lines) if "error" in line.lower())  # after the run's start line
+    assert lines[first].startswith(f"error: step prepare failed: base model {missing} is not a Hugging Face model folder")
+    assert lines[first + 1].startswith("(not retried")
+    assert "Inner task failed" not in result.output
+    log = re.sub(r"\x1b\[[0-9;]*m", "", (workdir / "logs" / "pipeline.log").read_text())
+    assert log.count("Executing task 'prepare'") == 1 and "Retrying in" not in log
