@@ -197,8 +197,11 @@ class GenerateConfig(Section):
 class ExtendConfig(Section):
     """docs/method.md, step 3: two-stage, multi-round extension."""
 
+    chains: int = Field(
+        2, ge=1, description="independent extension chains per initial response, each successful one its own record (reference: 2)"
+    )
     attempts: int = Field(
-        2, ge=1, description="extension attempts per response; the first that reaches min_ratio wins (reference: 2)"
+        20, ge=1, description="attempts per chain; the first that reaches min_ratio is the chain's result (reference: 20)"
     )
     rounds: int = Field(3, ge=1, description="compounding rounds per attempt, each extending the best text so far (reference: 3)")
     keep_fraction: float = Field(2 / 3, gt=0, le=1, description="stage-1 paragraphs kept (drops the wrap-up)")
@@ -253,7 +256,15 @@ class ChecksConfig(Section):
 class SelectConfig(Section):
     """docs/method.md, step 5: keep probability 1 - coefficient * rank**exponent (rank 1 = shortest)."""
 
-    length_biased: bool = Field(True, description="apply length-biased sampling; false: keep every text that passes the checks")
+    length_biased: bool = Field(
+        True, description="sample the extended responses by length rank; false: keep every text that passes the checks (reference: true)"
+    )
+    length_biased_initial: bool = Field(
+        True, description="sample the initial responses by length rank before they are extended (reference: true)"
+    )
+    rank_within_language: bool = Field(
+        True, description="rank lengths within each language (false: one pool of English words and Chinese characters)"
+    )
     coefficient: float = Field(
         2.0, ge=0, description="the coefficient of the keep probability 1 - coefficient * rank**exponent (reference: 2)"
     )

@@ -18,7 +18,7 @@ def test_reference_defaults():
     assert config.self_instruct.num_instructions == 5000
     assert config.self_instruct.max_attempts_per_slot == 10
     assert config.generate.samples_per_query == 2 and config.generate.max_retries == 20
-    assert config.extend.attempts == 2 and config.extend.rounds == 3 and config.extend.min_ratio == 1.2
+    assert config.extend.chains == 2 and config.extend.attempts == 20 and config.extend.rounds == 3 and config.extend.min_ratio == 1.2
     assert config.extend.keep_fraction == pytest.approx(2 / 3)
     assert config.checks.en.ngram_n == 10 and config.checks.zh.ngram_n == 13
     sampling = config.generate.sampling
