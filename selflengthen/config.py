@@ -352,7 +352,7 @@ class LoraConfig(Section):
 
     r: int = Field(8, ge=1, description="LoRA rank of a new adapter (reference: 8)")
     alpha: int = Field(16, ge=1, description="LoRA alpha scaling of a new adapter (reference: 16)")
-    dropout: float = Field(0.05, ge=0, lt=1, description="dropout probability of the LoRA layers")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout probability of the LoRA layers (reference: 0)")
     target_modules: list[str] | Literal["all-linear"] = Field(
         "all-linear", description="layers LoRA adapts: all-linear (reference) or names of the model's linear layers"
     )
@@ -376,12 +376,24 @@ class TrainingConfig(Section):
     max_length: int = Field(
         16384, ge=16, description="most tokens of one chat-templated example; longer ones are dropped or cut (reference: 16384)"
     )
-    truncate_overlong: bool = Field(False, description="False: over-long examples are dropped and counted")
-    per_device_batch_tokens: int = Field(16384, ge=16, description="token budget of one packed micro-batch")
+    truncate_overlong: bool = Field(
+        True, description="cut over-long examples at max_length inside the response (reference); false: drop and count them"
+    )
+    recipe: Literal["reference", "packed"] = Field(
+        "reference",
+        description="reference: one example per micro-batch and per optimizer step (per process), its loss the mean over "
+        "its response tokens, as the reference trains; packed: the throughput option, micro-batches by `batching` "
+        "(packed by default: fewer optimizer steps, loss weighted by token across the packed examples)",
+    )
+    per_device_batch_tokens: int = Field(16384, ge=16, description="token budget of one packed or length-grouped micro-batch")
     batch_size: int = Field(1, ge=1, description="examples per micro-batch when batching is padded (reference: 1)")
-    gradient_accumulation_steps: int = Field(1, ge=1, description="micro-batches per optimizer step (per process)")
+    gradient_accumulation_steps: int = Field(
+        1, ge=1, description="micro-batches per optimizer step (per process); reference: 1"
+    )
     batching: Literal["packed", "length-grouped", "padded"] = Field(
-        "packed", description="micro-batches: packed (no padding), length-grouped or padded (batch_size examples)"
+        "padded",
+        description="micro-batches: packed (no padding), length-grouped or padded (batch_size examples); "
+        "when not set: padded for recipe reference, packed for recipe packed",
     )
     attention: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field(
         "auto", description="attention kernel; auto: flash_attention_2 on a GPU with flash-attn installed (varlen packing), else sdpa"
@@ -407,6 +419,22 @@ class TrainingConfig(Section):
     )
     trust_remote_code: bool = Field(False, description="let transformers run code shipped with the base model or tokenizer")
     logging_steps: int = Field(1, ge=1, description="optimizer steps between training log lines")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _recipe_batching(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "batching" not in data and data.get("recipe") == "packed":
+            return {**data, "batching": "packed"}
+        return data
+
+    @model_validator(mode="after")
+    def _reference_recipe(self) -> "TrainingConfig":
+        if self.recipe == "reference" and (self.batching, self.batch_size, self.gradient_accumulation_steps) != ("padded", 1, 1):
+            raise ValueError(
+                "recipe reference trains one example per optimizer step: batching must be padded, batch_size 1 and "
+                "gradient_accumulation_steps 1 (set recipe: packed for other batching)"
+            )
+        return self
 
 
 class TrainJobConfig(Section):
