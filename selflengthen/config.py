@@ -171,10 +171,21 @@ class SelfInstructConfig(Section):
     examples_per_prompt: int = Field(
         2, ge=1, le=8, description="few-shot example instructions drawn per proposal prompt (reference: 2)"
     )
-    use_accepted_pool: bool = Field(True, description="draw few-shot examples from seeds plus accepted instructions")
+    use_accepted_pool: bool = Field(True, description="draw few-shot examples from seeds plus accepted instructions (reference: true)")
+    pool_reset_every: int = Field(
+        500, ge=0, description="accepted instructions (per language) after which the example pool is reset to the seeds; 0: never (reference: 500)"
+    )
+    multi_line: bool = Field(
+        True, description="keep a multi-line proposal whole (it ends at a newline and the next label); false: its first line only (reference: true)"
+    )
+    judge_match: Literal["exact", "lenient"] = Field(
+        "exact", description="exact: only the bare yes word counts (reference); lenient: an answer starting with a yes-like word"
+    )
     min_words: int = Field(3, ge=1, description="shortest accepted instruction, in words (zh: characters); reference: 3")
     max_words: int = Field(500, ge=1, description="longest accepted instruction, in words (zh: characters); reference: 500")
-    judge_min_words: int = Field(2000, ge=1, description="length the judge is asked about ('more than N words')")
+    judge_min_words: int = Field(
+        2000, ge=1, description="length the judge is asked about ('more than N words'); the proposal prompt states none (reference: 2000)"
+    )
     seeds_uri: str | None = Field(None, description="JSONL of seed instructions; the packaged seeds when empty")
     sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=1.0, top_p=0.95, max_tokens=512))
     judge_sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.0, top_p=1.0, top_k=-1, repetition_penalty=1.0, max_tokens=8))
