@@ -112,7 +112,7 @@ class GenerationClient:
         self._http = httpx.AsyncClient(
             headers={"Authorization": f"Bearer {api_key}"}, timeout=endpoint.request_timeout_s
         )
-        self._context = ContextWindow(self._http, self.base_url, endpoint.model, tokenizer)
+        self._context = ContextWindow(self._http, self.base_url, endpoint.model, tokenizer) if endpoint.fit_context else None
 
     async def __aenter__(self) -> GenerationClient:
         return self
@@ -196,8 +196,10 @@ class GenerationClient:
     ) -> list[Completion]:
         """One request (retried as needed) and its choices as Completions, stop strings applied."""
         create = self._client.chat.completions.create if kind == "chat" else self._client.completions.create
-        max_tokens = await self._context.max_tokens(kind, request, sampling.max_tokens)
-        response = await self._call(create, request, sampling.model_copy(update={"max_tokens": max_tokens}), n, seed_offset)
+        if self._context is not None:
+            max_tokens = await self._context.max_tokens(kind, request, sampling.max_tokens)
+            sampling = sampling.model_copy(update={"max_tokens": max_tokens})
+        response = await self._call(create, request, sampling, n, seed_offset)
         choices, usage = getattr(response, "choices", None), getattr(response, "usage", None)
         if not isinstance(choices, list) or not all(hasattr(choice, "finish_reason") for choice in choices):
             raise EndpointError(self._not_openai(response))

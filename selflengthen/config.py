@@ -81,6 +81,12 @@ class EndpointConfig(Section):
     chat_template_continuation: bool = Field(
         True, description="stage-2 prefill via continue_final_message (vLLM); False: raw completion over the rendered template"
     )
+    fit_context: bool = Field(
+        True,
+        description="cap max_tokens to the context the prompt leaves and refuse a prompt that leaves none before sending "
+        "(counts each distinct prompt once, with the tokenizer or the server's /tokenize); false: send as configured, "
+        "a too-long prompt is then refused by the server (also a per-record failure)",
+    )
 
 
 class LocalServerConfig(Section):

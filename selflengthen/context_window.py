@@ -11,7 +11,8 @@ leaves none (:class:`~selflengthen.errors.RequestRefused`, reason ``prompt_too_l
 Where the numbers come from:
 
 - the context length: ``max_model_len`` of the model's card in ``GET /v1/models`` (vLLM's
-  ``ModelCard.max_model_len``, filled by ``show_available_models``); else the tokenizer's
+  ``ModelCard.max_model_len``, filled by ``show_available_models``), for a LoRA adapter that of the
+  base model its card names as ``parent``; else the tokenizer's
   ``model_max_length`` when the client has the model's tokenizer; else unknown and nothing is capped
   (``transformers serve`` reports no context length);
 - the prompt's tokens: the client's tokenizer (the chat template rendered as the server renders it),
@@ -97,9 +98,15 @@ class ContextWindow:
             cards = response.json().get("data", []) if response.status_code == 200 else []
         except (httpx.HTTPError, ValueError, AttributeError):
             cards = []
-        for card in cards if isinstance(cards, list) else []:
-            if isinstance(card, dict) and card.get("id") == self._model and isinstance(card.get("max_model_len"), int):
+        by_id = {card["id"]: card for card in cards if isinstance(card, dict) and "id" in card} if isinstance(cards, list) else {}
+        card, seen = by_id.get(self._model), set()
+        while card is not None and card["id"] not in seen:
+            if isinstance(card.get("max_model_len"), int):
                 return card["max_model_len"]
+            # A LoRA adapter's card gives no length but names its base model as ``parent`` (vLLM's
+            # ModelCard, show_available_models): the adapter runs in the base model's context.
+            seen.add(card["id"])
+            card = by_id.get(card.get("parent"))
         length = getattr(self._tokenizer, "model_max_length", None)
         if isinstance(length, int) and 0 < length < _UNSET_MODEL_MAX_LENGTH:
             return length

@@ -293,6 +293,25 @@ async def test_max_tokens_is_capped_to_the_context_the_prompt_leaves(server):
     assert all(body["model"] == "scripted" for body in counted)
 
 
+async def test_an_adapter_takes_the_context_of_the_base_model_its_card_names(server):
+    # vLLM's card of a LoRA adapter: max_model_len null, parent the base model's id.
+    server.models = [{"id": "base", "max_model_len": 64}, {"id": "scripted", "parent": "base", "max_model_len": None}]
+    server.tokenize = _count_words
+    async with GenerationClient(server.endpoint()) as client:
+        await client.complete(" ".join(["word"] * 50), SAMPLING.model_copy(update={"max_tokens": 32}))
+    assert bodies(server, "/v1/completions")[0]["max_tokens"] == 14
+
+
+async def test_fit_context_off_sends_the_prompt_as_configured(server):
+    server.models = [{"id": "scripted", "max_model_len": 64}]
+    server.tokenize = _count_words
+    endpoint = server.endpoint().model_copy(update={"fit_context": False})
+    async with GenerationClient(endpoint) as client:
+        await client.complete(" ".join(["word"] * 100), SAMPLING)
+    assert bodies(server, "/v1/completions")[0]["max_tokens"] == 32
+    assert bodies(server, "/tokenize") == []
+
+
 async def test_no_cap_when_the_server_reports_no_context_length(server):
     server.tokenize = _count_words
     async with GenerationClient(server.endpoint()) as client:

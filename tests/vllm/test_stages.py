@@ -206,9 +206,9 @@ def test_the_trained_adapter_answers_as_generator(vllm_server, vllm_adapter_dir)
 
 
 def test_a_prompt_longer_than_the_context_is_refused_by_the_server(tmp_path, config_for):
-    # The adapter's card in /v1/models carries no max_model_len, so the client cannot know the
-    # context and sends the request: vLLM itself refuses it (HTTP 400).
-    config = config_for(generator=ADAPTER_NAME, generate={"samples_per_query": 1, "max_retries": 0, "sampling": {"max_tokens": 16}})
+    # With fit_context off the client sends the prompt as it is: vLLM itself refuses it (HTTP 400).
+    config = config_for(generate={"samples_per_query": 1, "max_retries": 0, "sampling": {"max_tokens": 16}})
+    config.serving.generator.fit_context = False
     queries = write_queries(tmp_path / "queries.jsonl", {"huge": HUGE, "short": FACTS[1][0]})
     output = str(tmp_path / "initial")
     result = run_generate(config, queries=queries, output=output)
@@ -221,10 +221,11 @@ def test_a_prompt_longer_than_the_context_is_refused_by_the_server(tmp_path, con
     assert answered == {"huge", "short"}
 
 
-def test_a_prompt_longer_than_the_context_is_refused_before_sending(tmp_path, config_for, vllm_server):
-    # The base model's card gives max_model_len; the client counts the prompt with vLLM's /tokenize
-    # and refuses it without asking for a completion.
-    config = config_for(generate={"samples_per_query": 1, "max_retries": 0, "sampling": {"max_tokens": 16}})
+@pytest.mark.parametrize("model", [BASE_NAME, ADAPTER_NAME])
+def test_a_prompt_longer_than_the_context_is_refused_before_sending(tmp_path, config_for, vllm_server, model):
+    # The base model's card gives max_model_len (an adapter's names the base as its parent); the
+    # client counts the prompt with vLLM's /tokenize and refuses it without asking for a completion.
+    config = config_for(model, generate={"samples_per_query": 1, "max_retries": 0, "sampling": {"max_tokens": 16}})
     queries = write_queries(tmp_path / "queries.jsonl", {"huge": HUGE})
     output = str(tmp_path / "initial")
     before = served_requests(vllm_server.base_url)
