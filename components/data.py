@@ -9,17 +9,17 @@ from components.image import IMAGE
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def select(config_json: str, phase: str, responses: str, metrics: Output[Metrics]) -> str:
+def select(config_json: str, run_id: str, phase: str, responses: str, metrics: Output[Metrics]) -> str:
     """The checks, then seeded length-biased sampling of the extended responses."""
     from selflengthen.orchestration import steps
 
-    return steps.select(config_json, phase=phase, responses=responses, metrics=metrics)
+    return steps.select(config_json, run_id=run_id, phase=phase, responses=responses, metrics=metrics)
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def sft_data(config_json: str, phase: str, selected: str) -> NamedTuple("Outputs", generator=str, extender=str):
+def sft_data(config_json: str, run_id: str, phase: str, selected: str) -> NamedTuple("Outputs", generator=str, extender=str):
     """SFT examples for the Generator and the Extender."""
     from selflengthen.orchestration import steps
 
-    uris = steps.sft_data(config_json, phase=phase, selected=selected)
+    uris = steps.sft_data(config_json, run_id=run_id, phase=phase, selected=selected)
     return NamedTuple("Outputs", generator=str, extender=str)(**uris)

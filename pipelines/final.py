@@ -19,8 +19,8 @@ def build_final(config: RunConfig) -> GraphComponent:
     """The final-phase sub-pipeline for ``config``."""
 
     @dsl.pipeline(name="final", description="Length-following data from the final Generator, its final SFT and evaluation.")
-    def final(config_json: str, target: str, generator: str) -> str:
-        tasks = Tasks(config, config_json, target)
+    def final(config_json: str, run_id: str, generator: str) -> str:
+        tasks = Tasks(config, config_json, run_id)
         endpoint = tasks.serve(FINAL_PHASE, "generator", generator).output
         users = [tasks.generation(components.heldout, phase=FINAL_PHASE, endpoint=endpoint)]
         if config.eval.enabled and config.eval.per_iteration:

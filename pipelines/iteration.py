@@ -21,10 +21,10 @@ def build_iteration(config: RunConfig) -> GraphComponent:
     """The iteration sub-pipeline for ``config`` (the same graph for every iteration)."""
 
     @dsl.pipeline(name="iteration", description="One Self-Lengthen macro-iteration: generate, extend, select, train both roles.")
-    def iteration(config_json: str, target: str, phase: str, generator: str, extender: str) -> NamedTuple(
+    def iteration(config_json: str, run_id: str, phase: str, generator: str, extender: str) -> NamedTuple(
         "Outputs", generator=str, extender=str
     ):
-        tasks = Tasks(config, config_json, target)
+        tasks = Tasks(config, config_json, run_id)
         models = {"generator": generator, "extender": extender}
         endpoint = {role: tasks.serve(phase, role, models[role]).output for role in ROLES}
         users = {role: [] for role in ROLES}

@@ -33,7 +33,7 @@ from typing import Any, Iterator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from selflengthen.config import RunConfig
+from selflengthen.config import ConfigError, RunConfig
 from selflengthen.errors import SelfLengthenError
 from selflengthen.logs import stage_logger
 from selflengthen.orchestration import serving
@@ -235,6 +235,11 @@ def run_local(config: RunConfig, workdir: str | Path, *, console: Console | None
 
     from pipelines import build_pipeline
 
+    if config.execution.target != "local":
+        raise ConfigError(
+            f"execution.target is {config.execution.target}: this config runs on Kubeflow (selflengthen compile); "
+            "selflengthen run needs execution.target local"
+        )
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     config = local_config(config, workdir)
@@ -254,12 +259,12 @@ def run_local(config: RunConfig, workdir: str | Path, *, console: Console | None
     try:
         with _terminate_on_sigterm(), _pipeline_output(workdir, console, count_tasks(pipeline)) as output:
             try:
-                pipeline(config_json=config.to_json(), target="local")
+                pipeline(config_json=config.to_json(), run_id=config.run_id)
             except RuntimeError as error:
                 raise PipelineFailed(_failure_message(error, output.failed, workdir / "logs" / LOG_NAME)) from None
     except BaseException:
         _stop_children(keep=earlier_children)
-        serving.teardown_run(config, target="local")
+        serving.teardown_run(config)
         raise
     finally:
         if previous_dir is None:

@@ -27,7 +27,15 @@ from typing import Any, Callable
 from selflengthen.config import ConfigError, Role, RunConfig, parse_config
 from selflengthen.logs import stage_logger
 from selflengthen.orchestration import serving
-from selflengthen.orchestration.layout import EVALUATION_PHASE, FINAL_PHASE, RunLayout, evaluation_name, phase_index, served_generation
+from selflengthen.orchestration.layout import (
+    EVALUATION_PHASE,
+    FINAL_PHASE,
+    RunLayout,
+    effective_run_id,
+    evaluation_name,
+    phase_index,
+    served_generation,
+)
 from selflengthen.storage import get_storage
 
 STEP_MARKER = "::selflengthen-step::"
@@ -79,16 +87,20 @@ def _process_start() -> float:
 
 
 def step(name: str, *, imports: tuple[str, ...] = ()) -> Callable[[Callable[..., StepResult]], Callable[..., Any]]:
-    """Make ``func(config, **kwargs) -> StepResult`` a step ``(config_json, *, metrics=None, **kwargs)``.
+    """Make ``func(config, **kwargs) -> StepResult`` a step ``(config_json, *, run_id=None, metrics=None, **kwargs)``.
 
+    ``run_id``: the run's id (the pipeline's identify-run output), which replaces the config's.
     ``imports``: the library modules the step works with, imported before its work is timed, so the
     timings tell a step's start-up (interpreter, imports) from its work.
     """
 
     def decorate(func: Callable[..., StepResult]) -> Callable[..., Any]:
         @functools.wraps(func)
-        def run(config_json: str, *, metrics: Any = None, **kwargs: Any) -> Any:
-            config = parse_config(json.loads(config_json), "the pipeline's config_json")
+        def run(config_json: str, *, run_id: str | None = None, metrics: Any = None, **kwargs: Any) -> Any:
+            data = json.loads(config_json)
+            if run_id:
+                data["run_id"] = run_id
+            config = parse_config(data, "the pipeline's config_json" + (f" with run_id {run_id!r}" if run_id else ""))
             label = " ".join(str(kwargs[key]) for key in ("phase", "role", "kind") if key in kwargs)
             for module in imports:
                 importlib.import_module(module)
@@ -147,23 +159,37 @@ def prepare(config: RunConfig, *, iterations: int) -> StepResult:
     return StepResult(base, f"base model {base}" + (" (tiny model built)" if built else ""))
 
 
+@step("identify-run")
+def identify_run(config: RunConfig, *, explicit_run_id: str, kfp_run_id: str) -> StepResult:
+    """The run's id: the explicit one, else KFP's run id (every later step takes it as input)."""
+    run_id = effective_run_id(explicit_run_id, kfp_run_id)
+    parse_config({**config.model_dump(mode="json"), "run_id": run_id}, "the run id")
+    how = "given" if explicit_run_id.strip() else "the KFP run's id"
+    return StepResult(run_id, f"run {run_id} ({how}; artefacts at {RunLayout(config.model_copy(update={'run_id': run_id})).root})")
+
+
 @step("serve", imports=("selflengthen.serving.local", "selflengthen.training.output", "selflengthen.modelio"))
-def serve(config: RunConfig, *, target: str, phase: str, role: str, model: str) -> StepResult:
-    record_uri = serving.serve(config, target=target, phase=phase, role=role, model=model)
+def serve(config: RunConfig, *, phase: str, role: str, model: str) -> StepResult:
+    record_uri = serving.serve(config, phase=phase, role=role, model=model)
     endpoint = serving.endpoint_for(config, record_uri, role)
     return StepResult(record_uri, f"{model} at {endpoint.base_url}")
 
 
 @step("teardown", imports=("selflengthen.serving.local",))
-def teardown(config: RunConfig, *, target: str, phase: str, role: str) -> StepResult:
-    stopped = serving.teardown(config, target=target, phase=phase, role=role)
+def teardown(config: RunConfig, *, phase: str, role: str) -> StepResult:
+    stopped = serving.teardown(config, phase=phase, role=role)
     return StepResult(None, f"stopped {', '.join(stopped) or 'nothing (no server was running)'}")
 
 
 @step("teardown-run", imports=("selflengthen.serving.local",))
-def teardown_run(config: RunConfig, *, target: str) -> StepResult:
-    stopped = serving.teardown_run(config, target=target)
+def _teardown_run(config: RunConfig) -> StepResult:
+    stopped = serving.teardown_run(config)
     return StepResult(None, f"stopped {', '.join(stopped) or 'nothing (every server was down already)'}")
+
+
+def teardown_run(config_json: str, *, explicit_run_id: str, kfp_run_id: str) -> None:
+    """The exit handler: every server and TrainJob of the run (its id derived as identify-run does)."""
+    _teardown_run(config_json, run_id=effective_run_id(explicit_run_id, kfp_run_id))
 
 
 # --------------------------------------------------------------------------- generation

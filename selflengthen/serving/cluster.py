@@ -19,7 +19,9 @@ The pod:
 * Non-root (uid 10001), no privilege escalation, capabilities dropped, read-only root; HOME and
   every cache live on an emptyDir at ``/tmp``; ``/dev/shm`` is a memory emptyDir.
 * startup/readiness/liveness probes on ``/health``; GPUs, CPU and memory limits; node selector
-  and tolerations from ``serving.cluster``; owned by the pipeline pod when it is known.
+  and tolerations from ``serving.cluster``; emptyDirs and ephemeral storage sized by
+  ``serving.cluster.model_storage``; owned by the run's Workflow, with a lease
+  (:mod:`selflengthen.cluster.ownership`).
 """
 
 from __future__ import annotations
@@ -44,13 +46,13 @@ from selflengthen.cluster.objects import (
     model_source,
     object_labels,
     object_name,
-    pipeline_pod_owner,
     pod_security_context,
     secret_env,
     storage_credentials_env,
     tolerations,
     wait_for,
 )
+from selflengthen.cluster.ownership import NO_OWNER, RunOwner, run_owner
 from selflengthen.config import Role, RunConfig
 from selflengthen.errors import EndpointError, SelfLengthenError
 
@@ -94,7 +96,7 @@ def build_model_server(
     model_uri: str,
     adapter_uri: str | None = None,
     *,
-    owner: k8s.V1OwnerReference | None = None,
+    owner: RunOwner = NO_OWNER,
 ) -> ModelServer:
     """The Deployment and Service serving ``role`` (base ``model_uri``, optional LoRA ``adapter_uri``)."""
     namespace = config.pipeline.namespace
@@ -110,17 +112,17 @@ def build_model_server(
     if adapter_uri is not None:
         downloads.append((adapter_uri, ADAPTER_DIR))
 
-    metadata = k8s.V1ObjectMeta(
-        name=name, namespace=namespace, labels=labels, owner_references=[owner] if owner else None
-    )
+    metadata = owner.metadata(config)
+    metadata.name, metadata.namespace, metadata.labels = name, namespace, labels
+    storage = config.serving.cluster.model_storage
     pod = k8s.V1PodSpec(
         containers=[
             _vllm_container(config, served_model, BASE_DIR if base_from_s3 else model_uri, adapter_uri is not None)
         ],
         init_containers=[_fetch_container(config, downloads)] if downloads else None,
         volumes=[
-            k8s.V1Volume(name="models", empty_dir=k8s.V1EmptyDirVolumeSource()),
-            k8s.V1Volume(name="scratch", empty_dir=k8s.V1EmptyDirVolumeSource()),
+            k8s.V1Volume(name="models", empty_dir=k8s.V1EmptyDirVolumeSource(size_limit=storage)),
+            k8s.V1Volume(name="scratch", empty_dir=k8s.V1EmptyDirVolumeSource(size_limit=storage)),
             k8s.V1Volume(
                 name="shm",
                 empty_dir=k8s.V1EmptyDirVolumeSource(medium="Memory", size_limit=config.serving.cluster.shm_size),
@@ -188,7 +190,8 @@ def _vllm_container(config: RunConfig, served_model: str, model: str, with_adapt
         env.append(secret_env("HF_TOKEN", cluster.hf_token_secret, "HF_TOKEN"))
     if config.pipeline.api_key_secret:
         env.append(secret_env("VLLM_API_KEY", config.pipeline.api_key_secret, "SELFLENGTHEN_API_KEY"))
-    resources = {"cpu": cluster.cpu, "memory": cluster.memory}
+    # the downloaded model and vLLM's caches live on emptyDirs: request the node disk they need
+    resources = {"cpu": cluster.cpu, "memory": cluster.memory, "ephemeral-storage": cluster.model_storage}
     if cluster.gpus:
         resources["nvidia.com/gpu"] = str(cluster.gpus)
     return k8s.V1Container(
@@ -275,7 +278,7 @@ def serve_role_in_cluster(
     api = api_client or kube_api_client(EndpointError)
     apps, core = k8s.AppsV1Api(api), k8s.CoreV1Api(api)
     namespace = config.pipeline.namespace
-    server = build_model_server(config, role, iteration, model_uri, adapter_uri, owner=pipeline_pod_owner(namespace))
+    server = build_model_server(config, role, iteration, model_uri, adapter_uri, owner=run_owner(core, namespace))
     where = f"{namespace}/{server.name}"
     with api_errors(EndpointError, f"creating Service {where}"):
         create_or_replace(core.create_namespaced_service, core.replace_namespaced_service, namespace, server.service)

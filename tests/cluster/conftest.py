@@ -21,7 +21,8 @@ def cluster_config(**overrides: Any) -> RunConfig:
         "model": {"base": "s3://models/base"},
         "storage": {"s3_endpoint": "minio.ns1.svc:9000", "s3_secure": False},
         "serving": {"generator": {"model": "gen"}, "extender": {"model": "ext"}, "cluster": {"ready_timeout_s": 10}},
-        "trainjob": {"mode": "trainjob", "timeout_s": 60, "gpus_per_node": 4, "num_nodes": 2},
+        "trainjob": {"timeout_s": 60, "gpus_per_node": 4, "num_nodes": 2},
+        "execution": {"target": "kubeflow", "training": "trainjob"},
         "pipeline": {"namespace": NAMESPACE},
     }
     for key, value in overrides.items():

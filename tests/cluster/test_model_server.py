@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from typing import Any
 
 import pytest
 import urllib3
+from kubernetes import client as k8s
 
 from selflengthen.cluster.objects import to_manifest
+from selflengthen.cluster.ownership import RunOwner, parse_expiry
 from selflengthen.errors import EndpointError
 from selflengthen.serving.cluster import build_model_server, serve_role_in_cluster, teardown_role_in_cluster
 from tests.cluster.conftest import NAMESPACE, cluster_config
@@ -124,7 +127,7 @@ def test_pods_run_non_root_without_capabilities_on_a_read_only_root():
     assert env["HOME"] == "/tmp" and env["USER"] == "vllm"
     volumes = {volume["name"]: volume for volume in spec["volumes"]}
     assert volumes["shm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "16Gi"}
-    assert volumes["models"]["emptyDir"] == {} and volumes["scratch"]["emptyDir"] == {}
+    assert volumes["models"]["emptyDir"] == volumes["scratch"]["emptyDir"] == {"sizeLimit": "64Gi"}  # serving.cluster.model_storage
     assert containers(server)["vllm"]["volumeMounts"][0] == {"name": "models", "mountPath": "/models", "readOnly": True}
 
 
@@ -142,7 +145,7 @@ def test_probes_resources_and_placement():
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert vllm[probe]["httpGet"] == {"path": "/health", "port": "http"}
     assert vllm["startupProbe"]["periodSeconds"] * vllm["startupProbe"]["failureThreshold"] == 600
-    assert vllm["resources"]["limits"] == {"cpu": "8", "memory": "64Gi", "nvidia.com/gpu": "2"}
+    assert vllm["resources"]["limits"] == {"cpu": "8", "memory": "64Gi", "ephemeral-storage": "64Gi", "nvidia.com/gpu": "2"}
     assert vllm["resources"]["requests"] == vllm["resources"]["limits"]
     assert vllm["args"][vllm["args"].index("--tensor-parallel-size") + 1] == "2"
     assert spec["nodeSelector"] == {"nvidia.com/gpu.product": "H100"}
@@ -207,24 +210,30 @@ def test_the_objects_are_valid_kubernetes_objects():
     validate_object(manifest(server.service))
 
 
-def test_the_pipeline_pod_owns_the_objects_when_it_is_known(monkeypatch):
-    from selflengthen.cluster.objects import pipeline_pod_owner
-
-    monkeypatch.setenv("POD_NAME", "run-abc-serve")
-    monkeypatch.setenv("POD_UID", "1234-5678")
-    owner = pipeline_pod_owner(NAMESPACE)
-    server = build_model_server(cluster_config(), "generator", 1, "s3://models/base", owner=owner)
-    assert manifest(server.deployment)["metadata"]["ownerReferences"] == [
-        {"apiVersion": "v1", "kind": "Pod", "name": "run-abc-serve", "uid": "1234-5678", "blockOwnerDeletion": False}
-    ]
-    monkeypatch.setenv("POD_NAMESPACE", "kubeflow-user")
-    assert pipeline_pod_owner(NAMESPACE) is None, "owner references cannot cross namespaces"
-    monkeypatch.delenv("POD_UID")
-    monkeypatch.delenv("POD_NAMESPACE")
-    assert pipeline_pod_owner(NAMESPACE) is None
+def test_the_run_owner_and_its_lease_go_on_every_object():
+    owner = RunOwner(k8s.V1OwnerReference(api_version="argoproj.io/v1alpha1", kind="Workflow", name="wf-1", uid="wf-uid", controller=False, block_owner_deletion=False))
+    config = cluster_config()
+    server = build_model_server(config, "generator", 1, "s3://models/base", owner=owner)
+    for obj in (server.deployment, server.service):
+        metadata = manifest(obj)["metadata"]
+        assert metadata["ownerReferences"] == [
+            {"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow", "name": "wf-1", "uid": "wf-uid", "controller": False, "blockOwnerDeletion": False}
+        ]
+        assert metadata["annotations"]["selflengthen.io/workflow"] == "wf-1"
+        assert metadata["annotations"]["selflengthen.io/workflow-uid"] == "wf-uid"
+        lease = parse_expiry(metadata["annotations"]["selflengthen.io/lease-expires"])
+        assert abs(lease - time.time() - config.execution.lease_s) < 5
+        assert metadata["labels"]["selflengthen.io/run-id"] == "demo"
+        assert metadata["labels"]["app.kubernetes.io/managed-by"] == "selflengthen"
 
 
 # --------------------------------------------------------------------------- the API calls
+
+
+def step_pod(uid: str, namespace: str = NAMESPACE) -> dict[str, Any]:
+    """The step's own pod as Argo creates it: controlled by its Workflow."""
+    workflow = {"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow", "name": "selflengthen-x7k2p", "uid": "wf-uid", "controller": True, "blockOwnerDeletion": True}
+    return {"kind": "Pod", "apiVersion": "v1", "metadata": {"name": "run-abc-serve", "namespace": namespace, "uid": uid, "ownerReferences": [workflow]}}
 
 
 def deployment_state(config, *, ready: bool, conditions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -263,6 +272,7 @@ def test_serve_creates_the_objects_waits_until_ready_and_returns_the_url(kube: F
     monkeypatch.setenv("POD_NAME", "run-abc-serve")
     monkeypatch.setenv("POD_UID", "1234")
     config = cluster_config()
+    kube.reply("GET", f"{PODS}/run-abc-serve", 200, step_pod("1234"))
     kube.reply("POST", SERVICES, 201, echo(uid="s1"))
     kube.reply("POST", DEPLOYMENTS, 201, echo(uid="d1", generation=1))
     kube.reply("GET", f"{DEPLOYMENTS}/{NAME}", 200, deployment_state(config, ready=False))
@@ -275,13 +285,16 @@ def test_serve_creates_the_objects_waits_until_ready_and_returns_the_url(kube: F
 
     assert url == f"http://{NAME}.{NAMESPACE}.svc:8000/v1"
     server = build_model_server(config, "generator", 1, "s3://models/base")
-    service_body, deployment_body = kube.requests[0].body, kube.requests[1].body
-    owner = [{"apiVersion": "v1", "kind": "Pod", "name": "run-abc-serve", "uid": "1234", "blockOwnerDeletion": False}]
-    assert service_body["metadata"].pop("ownerReferences") == owner
-    assert deployment_body["metadata"].pop("ownerReferences") == owner
-    assert service_body == manifest(server.service)
-    assert deployment_body == manifest(server.deployment)
-    assert kube.requests[3].query == {"labelSelector": f"app.kubernetes.io/instance={NAME}"}
+    service_body, deployment_body = kube.requests[1].body, kube.requests[2].body
+    owner = [{"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow", "name": "selflengthen-x7k2p", "uid": "wf-uid", "controller": False, "blockOwnerDeletion": False}]
+    expected = {"service": manifest(server.service), "deployment": manifest(server.deployment)}
+    for kind, body in (("service", service_body), ("deployment", deployment_body)):
+        assert body["metadata"].pop("ownerReferences") == owner
+        annotations = body["metadata"].pop("annotations")
+        assert annotations["selflengthen.io/workflow-uid"] == "wf-uid"
+        expected[kind]["metadata"].pop("annotations")
+        assert body == expected[kind]
+    assert kube.requests[4].query == {"labelSelector": f"app.kubernetes.io/instance={NAME}"}
     assert clock.now == 5
 
 

@@ -12,6 +12,7 @@ from selflengthen.cluster.objects import to_manifest
 from selflengthen.cluster.trainjob import build_config_map, build_trainjob, run_trainjob
 from selflengthen.config import parse_config
 from selflengthen.errors import TrainingError
+from selflengthen.training.launch import TrainingRequest
 from tests.cluster.conftest import NAMESPACE, cluster_config
 from tests.cluster.fake_kube import FakeKubeAPI, echo, status
 from tests.fixtures.k8s_validation import InvalidObject, validate_crd_object
@@ -27,8 +28,12 @@ URIS = {
 }
 
 
+def request(**overrides: Any) -> TrainingRequest:
+    return TrainingRequest(role="extender", **{**URIS, **overrides})
+
+
 def trainjob(config=None, **overrides: Any) -> dict[str, Any]:
-    return build_trainjob(config or cluster_config(), "extender", 2, **{**URIS, **overrides})
+    return build_trainjob(config or cluster_config(), 2, request(**overrides))
 
 
 def with_conditions(job: dict[str, Any], *conditions: dict[str, str]) -> dict[str, Any]:
@@ -73,10 +78,8 @@ def test_the_trainjob_runs_the_train_command_under_torchrun_on_the_runtime():
     ]  # fmt: skip
     assert spec["trainer"]["image"] == cluster_config().trainjob.image
     assert spec["trainer"]["numNodes"] == 2 and spec["trainer"]["numProcPerNode"] == 4
-    assert spec["trainer"]["resourcesPerNode"] == {
-        "requests": {"nvidia.com/gpu": "4"},
-        "limits": {"nvidia.com/gpu": "4"},
-    }
+    node = {"memory": "256Gi", "ephemeral-storage": "200Gi", "nvidia.com/gpu": "4"}  # host memory for ZeRO-3 offload
+    assert spec["trainer"]["resourcesPerNode"] == {"requests": node, "limits": node}
     assert spec["activeDeadlineSeconds"] == 60
 
 
@@ -134,7 +137,8 @@ def test_placement_and_cpu_only_jobs():
         trainjob__tolerations=[{"key": "dedicated", "operator": "Equal", "value": "train", "effect": "NoSchedule"}],
     )
     job = trainjob(config, adapter_from_uri=None, base_model_uri="Qwen/Qwen2.5-7B-Instruct")
-    assert "resourcesPerNode" not in job["spec"]["trainer"] and job["spec"]["trainer"]["numProcPerNode"] == 1
+    assert "nvidia.com/gpu" not in job["spec"]["trainer"]["resourcesPerNode"]["requests"]
+    assert job["spec"]["trainer"]["numProcPerNode"] == 1
     assert "--adapter-from" not in job["spec"]["trainer"]["command"]
     assert job["spec"]["runtimeRef"]["kind"] == "ClusterTrainingRuntime"
     pod = job["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0]["template"][
@@ -201,7 +205,7 @@ def test_a_complete_job_is_the_result(kube: FakeKubeAPI, clock):
     kube.reply("GET", f"{TRAINJOBS}/{NAME}", 200, with_conditions(trainjob(config), CREATED))
     kube.reply("GET", f"{TRAINJOBS}/{NAME}", 200, with_conditions(trainjob(config), CREATED, COMPLETE))
 
-    result = run_trainjob(config, "extender", 2, **URIS, api_client=kube.api_client, poll_interval_s=30)
+    result = run_trainjob(config, 2, request(), api_client=kube.api_client, poll_interval_s=30)
 
     assert result["status"]["conditions"][-1]["type"] == "Complete"
     assert kube.requests[0].body == trainjob(config)
@@ -216,7 +220,7 @@ def test_a_failed_job_fails_with_its_own_reason(kube: FakeKubeAPI, clock):
     expect_create(kube)
     kube.reply("GET", f"{TRAINJOBS}/{NAME}", 200, with_conditions(trainjob(config), CREATED, FAILED))
     with pytest.raises(TrainingError) as raised:
-        run_trainjob(config, "extender", 2, **URIS, api_client=kube.api_client)
+        run_trainjob(config, 2, request(), api_client=kube.api_client)
     text = str(raised.value)
     assert f"TrainJob {NAMESPACE}/{NAME} failed (JobSetFailed)" in text
     assert 'ReplicatedJob "node" failed: exit code 1' in text
@@ -229,10 +233,13 @@ def test_a_retried_step_adopts_the_running_job(kube: FakeKubeAPI, clock):
         "POST", TRAINJOBS, 409, status(409, "AlreadyExists", f'trainjobs.trainer.kubeflow.org "{NAME}" already exists')
     )
     kube.reply("GET", f"{TRAINJOBS}/{NAME}", 200, with_conditions(trainjob(config), CREATED))
+    kube.reply("PATCH", f"{TRAINJOBS}/{NAME}", 200, with_conditions(trainjob(config), CREATED))
     kube.reply("POST", CONFIGMAPS, 409, status(409, "AlreadyExists", "already exists"))
     kube.reply("PUT", f"{CONFIGMAPS}/{NAME}-config", 200, echo())
     kube.reply("GET", f"{TRAINJOBS}/{NAME}", 200, with_conditions(trainjob(config), CREATED, COMPLETE))
-    run_trainjob(config, "extender", 2, **URIS, api_client=kube.api_client)
+    run_trainjob(config, 2, request(), api_client=kube.api_client)
+    adoption = kube.requests[2].body["metadata"]
+    assert "selflengthen.io/lease-expires" in adoption["annotations"], "the adopted job gets this attempt's lease"
 
 
 def test_a_retried_step_replaces_a_failed_job(kube: FakeKubeAPI, clock):
@@ -244,7 +251,7 @@ def test_a_retried_step_replaces_a_failed_job(kube: FakeKubeAPI, clock):
     kube.reply("GET", f"{TRAINJOBS}/{NAME}", 404, status(404, "NotFound", "not found"))
     expect_create(kube)
     kube.reply("GET", f"{TRAINJOBS}/{NAME}", 200, with_conditions(trainjob(config), COMPLETE))
-    run_trainjob(config, "extender", 2, **URIS, api_client=kube.api_client)
+    run_trainjob(config, 2, request(), api_client=kube.api_client)
     assert kube.requests[2].query == {"propagationPolicy": "Foreground"}
 
 
@@ -255,7 +262,7 @@ def test_a_job_that_does_not_finish_in_time_is_deleted(kube: FakeKubeAPI, clock)
         kube.reply("GET", f"{TRAINJOBS}/{NAME}", 200, with_conditions(trainjob(config), CREATED))
     kube.reply("DELETE", f"{TRAINJOBS}/{NAME}", 200, with_conditions(trainjob(config), CREATED))
     with pytest.raises(TrainingError, match=r"did not finish within 60 s \(trainjob.timeout_s\); it was deleted"):
-        run_trainjob(config, "extender", 2, **URIS, api_client=kube.api_client, poll_interval_s=30)
+        run_trainjob(config, 2, request(), api_client=kube.api_client, poll_interval_s=30)
 
 
 @pytest.mark.parametrize(
@@ -268,6 +275,6 @@ def test_a_job_that_does_not_finish_in_time_is_deleted(kube: FakeKubeAPI, clock)
 def test_api_refusals_are_clear(kube: FakeKubeAPI, code, reason, message, expected):
     kube.reply("POST", TRAINJOBS, code, status(code, reason, message))
     with pytest.raises(TrainingError) as raised:
-        run_trainjob(cluster_config(), "extender", 2, **URIS, api_client=kube.api_client)
+        run_trainjob(cluster_config(), 2, request(), api_client=kube.api_client)
     assert f"creating TrainJob {NAMESPACE}/{NAME}: HTTP {code}" in str(raised.value)
     assert expected in str(raised.value) and message in str(raised.value)
