@@ -25,16 +25,19 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 from selflengthen.config import RunConfig
+from selflengthen.errors import SelfLengthenError
 
 log = logging.getLogger(__name__)
 
@@ -123,3 +126,39 @@ def run_owner(core: k8s.CoreV1Api, namespace: str, environ: Mapping[str, str] = 
             return RunOwner(workflow)
     log.info("pod %s/%s is not owned by an Argo Workflow: objects get no owner reference", namespace, name)
     return NO_OWNER
+
+
+def lease_patch(config: RunConfig, now: float | None = None) -> dict[str, Any]:
+    """A merge patch moving an object's lease to ``execution.lease_s`` from now."""
+    return {"metadata": {"annotations": {ANNOTATION_LEASE: lease_expiry(config.execution.lease_s, now)}}}
+
+
+@contextmanager
+def lease_kept(renew: Callable[[], None], interval_s: float, what: str, *, renew_now: bool = True) -> Iterator[None]:
+    """Call ``renew`` now (unless not ``renew_now``: the lease was just set) and every ``interval_s``
+    seconds (in a thread) until the block ends.
+
+    A failed renewal is logged, not raised: the step's work goes on, and the lease still holds
+    for the rest of its time (renewals come at a quarter of it)."""
+
+    def attempt() -> None:
+        try:
+            renew()
+        except (ApiException, HTTPError, SelfLengthenError) as error:
+            log.warning("could not renew the lease of %s: %s", what, error)
+
+    if renew_now:
+        attempt()
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(interval_s):
+            attempt()
+
+    thread = threading.Thread(target=loop, name=f"lease {what}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()

@@ -43,7 +43,7 @@ from selflengthen.cluster.objects import (
     tolerations,
     wait_for,
 )
-from selflengthen.cluster.ownership import NO_OWNER, RunOwner, run_owner
+from selflengthen.cluster.ownership import NO_OWNER, RunOwner, lease_kept, lease_patch, run_owner
 from selflengthen.config import RunConfig
 from selflengthen.errors import TrainingError
 from selflengthen.training.launch import TrainingRequest, trainjob_command
@@ -208,13 +208,18 @@ def run_trainjob(
             log.info("TrainJob %s: %s%% done", where, percentage)
         return None
 
-    result = wait_for(
-        finished,
-        timeout_s=config.trainjob.timeout_s,
-        interval_s=poll_interval_s,
-        action=f"watching TrainJob {where}",
-        error_type=TrainingError,
-    )
+    def renew() -> None:
+        custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, lease_patch(config))
+
+    # created or adopted with a fresh lease; renewed while this step watches (selflengthen gc spares it)
+    with lease_kept(renew, config.execution.lease_s / 4, f"TrainJob {where}", renew_now=False):
+        result = wait_for(
+            finished,
+            timeout_s=config.trainjob.timeout_s,
+            interval_s=poll_interval_s,
+            action=f"watching TrainJob {where}",
+            error_type=TrainingError,
+        )
     if result is None:
         with api_errors(TrainingError, f"deleting TrainJob {where} after its timeout"):
             _delete_trainjob(custom, namespace, name)

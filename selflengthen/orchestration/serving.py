@@ -19,11 +19,13 @@ records which model it was (a retrained model changes the fingerprints of what i
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterator, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -151,6 +153,23 @@ def teardown_run(config: RunConfig, *, api_client: Any = None) -> list[str]:
 
 def _records(storage: Storage, config: RunConfig) -> list[str]:
     return [uri for uri in storage.list(RunLayout(config).serving()) if uri.endswith(".json")]
+
+
+@contextmanager
+def server_kept(config: RunConfig, record_uri: str) -> Iterator[None]:
+    """While the block runs, keep renewing the lease of the server recorded at ``record_uri`` (on
+    Kubeflow; a local server has no lease): the generation steps hold their server this way."""
+    if config.execution.target != "kubeflow":
+        yield
+        return
+    from selflengthen.cluster.ownership import lease_kept
+    from selflengthen.serving.cluster import renew_server_lease
+
+    record = _read(get_storage(config.storage), record_uri)
+    iteration = phase_index(config, record.phase)
+    renew = functools.partial(renew_server_lease, config, record.role, iteration)
+    with lease_kept(renew, config.execution.lease_s / 4, f"the {record.phase} {record.role} server"):
+        yield
 
 
 def endpoint_for(config: RunConfig, record_uri: str, role: Role) -> EndpointConfig:

@@ -15,6 +15,7 @@ process loads only what it uses.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import json
@@ -105,7 +106,10 @@ def step(name: str, *, imports: tuple[str, ...] = ()) -> Callable[[Callable[...,
             for module in imports:
                 importlib.import_module(module)
             started = time.time()
-            result = func(config, **kwargs)
+            # a step reading a served model keeps its server's lease (selflengthen gc spares it)
+            held = serving.server_kept(config, kwargs["endpoint"]) if kwargs.get("endpoint") else contextlib.nullcontext()
+            with held:
+                result = func(config, **kwargs)
             ended = time.time()
             if metrics is not None:
                 log_metrics(metrics, result.metrics)

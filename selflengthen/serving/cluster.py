@@ -52,7 +52,7 @@ from selflengthen.cluster.objects import (
     tolerations,
     wait_for,
 )
-from selflengthen.cluster.ownership import NO_OWNER, RunOwner, run_owner
+from selflengthen.cluster.ownership import NO_OWNER, RunOwner, lease_patch, run_owner
 from selflengthen.config import Role, RunConfig
 from selflengthen.errors import EndpointError, SelfLengthenError
 
@@ -323,6 +323,18 @@ def serve_role_in_cluster(
         raise
     log.info("model server %s ready at %s", where, server.base_url)
     return server.base_url
+
+
+def renew_server_lease(config: RunConfig, role: Role, iteration: int, *, api_client: k8s.ApiClient | None = None) -> None:
+    """Move the lease of the role's model server (Deployment and Service) to ``execution.lease_s``
+    from now: a step using the server calls it, so ``selflengthen gc`` leaves the server alone."""
+    api = api_client or kube_api_client(EndpointError)
+    apps, core = k8s.AppsV1Api(api), k8s.CoreV1Api(api)
+    namespace, name = config.pipeline.namespace, object_name(config.run_id, role, iteration)
+    patch = lease_patch(config)
+    with api_errors(EndpointError, f"renewing the lease of model server {namespace}/{name}"):
+        apps.patch_namespaced_deployment(name, namespace, patch)
+        core.patch_namespaced_service(name, namespace, patch)
 
 
 def teardown_role_in_cluster(
