@@ -43,6 +43,7 @@ from selflengthen.cluster.objects import (
     tolerations,
     wait_for,
 )
+from selflengthen.cluster.pods import FailFast
 from selflengthen.cluster.ownership import NO_OWNER, RunOwner, lease_kept, lease_patch, run_owner
 from selflengthen.config import RunConfig
 from selflengthen.errors import TrainingError
@@ -190,6 +191,7 @@ def run_trainjob(
     log.info("TrainJob %s created; waiting for it to finish", where)
 
     last_percentage = None
+    fail_fast = FailFast(config.execution)
 
     def finished() -> dict[str, Any] | None:
         nonlocal last_percentage
@@ -202,6 +204,14 @@ def run_trainjob(
             )
         if trainjob_condition(current, "Complete") is not None:
             return current
+        # the Trainer does not fail a job whose pods cannot start (a JobSet counts failed pods
+        # only): the step reads the trainer pods itself (labelled by the job's runtimePatches)
+        cause = fail_fast.check(core, namespace, name)
+        if cause:
+            with api_errors(TrainingError, f"deleting TrainJob {where}, whose pods cannot start"):
+                _delete_trainjob(custom, namespace, name)
+            log.error("TrainJob %s cannot start: %s", where, cause)
+            raise TrainingError(f"TrainJob {where} cannot start (it was deleted): {cause}")
         percentage = ((current.get("status") or {}).get("trainerStatus") or {}).get("progressPercentage")
         if percentage is not None and percentage != last_percentage:
             last_percentage = percentage

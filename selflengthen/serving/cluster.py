@@ -52,6 +52,7 @@ from selflengthen.cluster.objects import (
     tolerations,
     wait_for,
 )
+from selflengthen.cluster.pods import FailFast, pod_problems
 from selflengthen.cluster.ownership import NO_OWNER, RunOwner, lease_patch, run_owner
 from selflengthen.config import Role, RunConfig
 from selflengthen.errors import EndpointError, SelfLengthenError
@@ -66,17 +67,6 @@ ADAPTER_DIR = f"{MODELS_DIR}/adapter"
 SCRATCH_DIR = "/tmp"
 # LoRA ranks vLLM accepts for --max-lora-rank.
 VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
-# Waiting reasons after which a pod will not become ready by waiting longer.
-_FATAL_REASONS = {
-    "CrashLoopBackOff",
-    "CreateContainerConfigError",
-    "CreateContainerError",
-    "InvalidImageName",
-    "ErrImageNeverPull",
-}
-_STARTING_REASONS = {"ContainerCreating", "PodInitializing"}
-
-
 @dataclass(frozen=True)
 class ModelServer:
     """The objects of one role's model server and how clients reach it."""
@@ -287,14 +277,15 @@ def serve_role_in_cluster(
             apps.create_namespaced_deployment, apps.replace_namespaced_deployment, namespace, server.deployment
         )
     log.info("waiting for model server %s (%s) to become ready", where, role)
+    fail_fast = FailFast(config.execution)
 
     def rolled_out() -> bool | None:
         deployment = apps.read_namespaced_deployment(server.name, namespace)
         if _rolled_out(deployment):
             return True
-        fatal = [text for text, is_fatal in _pod_problems(core, namespace, server.name) if is_fatal]
-        if fatal:
-            raise EndpointError(f"model server {where} cannot start: {'; '.join(fatal)}")
+        cause = fail_fast.check(core, namespace, server.name)
+        if cause:
+            raise EndpointError(f"model server {where} cannot start: {cause}")
         for condition in (deployment.status and deployment.status.conditions) or []:
             if condition.type == "Progressing" and condition.reason == "ProgressDeadlineExceeded":
                 summary = _problem_summary(core, namespace, server.name)
@@ -315,7 +306,8 @@ def serve_role_in_cluster(
                 f"model server {where} not ready after {timeout:g} s (serving.cluster.ready_timeout_s)"
                 f"{_problem_summary(core, namespace, server.name)}"
             )
-    except EndpointError:
+    except EndpointError as error:
+        log.error("%s", error)
         try:
             teardown_role_in_cluster(config, role, iteration, api_client=api)
         except SelfLengthenError as cleanup_error:
@@ -378,34 +370,10 @@ def _rolled_out(deployment: k8s.V1Deployment) -> bool:
     )
 
 
-def _pod_problems(core: k8s.CoreV1Api, namespace: str, name: str) -> list[tuple[str, bool]]:
-    """Why the server's pods are not ready, as (text, whether waiting longer cannot help)."""
-    problems = []
-    for pod in core.list_namespaced_pod(namespace, label_selector=f"{LABEL_INSTANCE}={name}").items:
-        status = pod.status or k8s.V1PodStatus()
-        for condition in status.conditions or []:
-            if condition.type == "PodScheduled" and condition.status == "False":
-                problems.append((f"pod {pod.metadata.name} unschedulable: {condition.message}", False))
-        for container in (status.init_container_statuses or []) + (status.container_statuses or []):
-            waiting = container.state and container.state.waiting
-            if not waiting or waiting.reason in _STARTING_REASONS:
-                continue
-            text = f"pod {pod.metadata.name} container {container.name}: {waiting.reason}"
-            if waiting.message:
-                text += f": {waiting.message}"
-            last = container.last_state and container.last_state.terminated
-            if last:
-                text += (
-                    f" (last exit code {last.exit_code}{': ' + last.message.strip()[-500:] if last.message else ''})"
-                )
-            problems.append((text, waiting.reason in _FATAL_REASONS))
-    return problems
-
-
 def _problem_summary(core: k8s.CoreV1Api, namespace: str, name: str) -> str:
     """``: <problems>`` for an error message, or nothing when there are none (or they are unknown)."""
     try:
-        problems = [text for text, _ in _pod_problems(core, namespace, name)]
+        problems = [problem.describe() for problem in pod_problems(core, namespace, name)]
     except (ApiException, HTTPError) as error:
         return f" (pod states unknown: {error})"
     return f": {'; '.join(problems)}" if problems else ""

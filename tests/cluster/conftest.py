@@ -6,7 +6,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from selflengthen.cluster import objects
+from selflengthen.cluster import objects, pods
 from selflengthen.config import RunConfig, apply_override, parse_config
 from tests.cluster.fake_kube import FakeKubeAPI, VirtualClock
 
@@ -42,6 +42,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> VirtualClock:
     """Polling loops run on virtual time: sleeping advances the clock and takes no time."""
     virtual = VirtualClock()
     monkeypatch.setattr(objects, "time", virtual)
+    monkeypatch.setattr(pods, "time", virtual)
     return virtual
 
 

@@ -375,34 +375,82 @@ def expect_teardown(kube: FakeKubeAPI, *, selector: str = SELECTOR_ONE) -> None:
     kube.reply("DELETE", f"{SERVICES}/{NAME}", 200, status(200, "", "deleted"))
 
 
-def test_a_crashing_server_fails_at_once_with_its_last_words_and_is_deleted(kube: FakeKubeAPI, clock):
-    config = cluster_config()
+POD = f"{NAME}-7d9f-abcde"
+EVENTS = f"/api/v1/namespaces/{NAMESPACE}/events"
+UNSCHEDULABLE = [
+    {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}
+]
+
+
+def events(*items: tuple[str, str, str]) -> dict[str, Any]:
+    """An EventList of (type, reason, message), oldest first."""
+    return {
+        "kind": "EventList", "apiVersion": "v1", "metadata": {},
+        "items": [
+            {"metadata": {"name": f"e{i}"}, "involvedObject": {"kind": "Pod", "name": POD}, "type": kind, "reason": reason,
+             "message": message, "count": 1, "lastTimestamp": f"2026-01-01T00:00:0{i}Z"}
+            for i, (kind, reason, message) in enumerate(items)
+        ],
+    }  # fmt: skip
+
+
+FAIL_FAST = [
+    # (pod state, settings, the log answer: text or an error status, what the message shows)
+    (pod_list(waiting("InvalidImageName", 'invalid reference format: "vllm/vllm-openai:v0.11.0 "')), {}, "", "InvalidImageName"),
+    (pod_list(waiting("ErrImageNeverPull", "image not present with pull policy Never")), {}, "", "ErrImageNeverPull"),
+    (pod_list(waiting("CrashLoopBackOff", "back-off 20s restarting failed container", "torch.OutOfMemoryError: CUDA out of memory\n")),
+     {}, "INFO loading weights\ntorch.OutOfMemoryError: CUDA out of memory", "last exit code 1: torch.OutOfMemoryError"),
+    (pod_list(waiting("ImagePullBackOff", 'Back-off pulling image "vllm/vllm-openai:v0.11.0"')), {"execution__start_grace_s": 0}, "", "ImagePullBackOff"),
+    (pod_list(waiting("ErrImagePull", "manifest unknown")), {"execution__start_grace_s": 0}, "", "ErrImagePull"),
+    (pod_list(waiting("CreateContainerConfigError", 'secret "selflengthen-s3" not found')), {"execution__start_grace_s": 0}, "", "CreateContainerConfigError"),
+    (pod_list(waiting("CreateContainerError", "mount failed")), {"execution__start_grace_s": 0}, "", "CreateContainerError"),
+    (pod_list(conditions=UNSCHEDULABLE), {"execution__start_grace_s": 0}, None, "Unschedulable: 0/3 nodes are available"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("pods", "settings", "log", "cause"), FAIL_FAST, ids=[case[3].split(":")[0] for case in FAIL_FAST])
+def test_a_pod_that_cannot_start_ends_the_wait_at_once_with_its_events_and_log(kube: FakeKubeAPI, clock, pods, settings, log, cause):
+    config = cluster_config(**settings)
     kube.reply("POST", SERVICES, 201, echo())
     kube.reply("POST", DEPLOYMENTS, 201, echo(generation=1))
     kube.reply("GET", f"{DEPLOYMENTS}/{NAME}", 200, deployment_state(config, ready=False))
-    crash = waiting(
-        "CrashLoopBackOff", "back-off 20s restarting failed container", "torch.OutOfMemoryError: CUDA out of memory\n"
-    )
-    kube.reply("GET", PODS, 200, pod_list(crash))
+    kube.reply("GET", PODS, 200, pods)
+    kube.reply("GET", EVENTS, 200, events(("Normal", "Scheduled", "Successfully assigned"), ("Warning", "Failed", "the kubelet's own words")))
+    if log is not None:
+        answer = (200, log) if log else (400, status(400, "BadRequest", 'container "vllm" in pod is waiting to start'))
+        kube.reply("GET", f"{PODS}/{POD}/log", *answer)
     expect_teardown(kube)
 
     with pytest.raises(EndpointError) as raised:
         serve_role_in_cluster(config, "generator", 1, "s3://models/base", api_client=kube.api_client)
-    assert "cannot start" in str(raised.value) and "CrashLoopBackOff" in str(raised.value)
-    assert "last exit code 1: torch.OutOfMemoryError: CUDA out of memory" in str(raised.value)
-    assert kube.requests[-4].query == {"labelSelector": SELECTOR_ONE}
-    assert kube.requests[-3].query == {"propagationPolicy": "Background"}
+    message = str(raised.value)
+    assert clock.now == 0, "no waiting"
+    assert "cannot start" in message and cause in message
+    assert "event Warning Failed: the kubelet's own words" in message
+    if log:
+        assert "log: torch.OutOfMemoryError: CUDA out of memory" in message
+        log_request = next(r for r in kube.requests if r.path.endswith("/log"))
+        assert log_request.query["previous"] in (True, "true") and int(log_request.query["tailLines"]) == 30  # the crashed run's log
+    elif log == "":
+        assert "no log of container vllm" in message
+    events_request = next(r for r in kube.requests if r.path == EVENTS)
+    assert events_request.query["fieldSelector"] == f"involvedObject.kind=Pod,involvedObject.name={POD}"
 
 
-def test_a_missing_secret_fails_at_once(kube: FakeKubeAPI, clock):
-    config = cluster_config()
+def test_a_possibly_passing_state_gets_its_grace_then_fails(kube: FakeKubeAPI, clock):
+    config = cluster_config(execution__start_grace_s=10)
+    pulling = pod_list(waiting("ImagePullBackOff", "rate limited"))
     kube.reply("POST", SERVICES, 201, echo())
     kube.reply("POST", DEPLOYMENTS, 201, echo(generation=1))
-    kube.reply("GET", f"{DEPLOYMENTS}/{NAME}", 200, deployment_state(config, ready=False))
-    kube.reply("GET", PODS, 200, pod_list(waiting("CreateContainerConfigError", 'secret "selflengthen-s3" not found')))
+    for _ in range(3):  # t = 0, 5 within the grace; t = 10 ends it
+        kube.reply("GET", f"{DEPLOYMENTS}/{NAME}", 200, deployment_state(config, ready=False))
+        kube.reply("GET", PODS, 200, pulling)
+    kube.reply("GET", EVENTS, 200, events(("Warning", "Failed", "toomanyrequests")))
+    kube.reply("GET", f"{PODS}/{POD}/log", 400, status(400, "BadRequest", "waiting to start"))
     expect_teardown(kube)
-    with pytest.raises(EndpointError, match='CreateContainerConfigError: secret "selflengthen-s3" not found'):
-        serve_role_in_cluster(config, "generator", 1, "s3://models/base", api_client=kube.api_client)
+    with pytest.raises(EndpointError, match=r"ImagePullBackOff: rate limited \(for 10 s\)[\s\S]*toomanyrequests"):
+        serve_role_in_cluster(config, "generator", 1, "s3://models/base", api_client=kube.api_client, poll_interval_s=5)
+    assert clock.now == 10
 
 
 def test_a_server_that_never_gets_ready_times_out_with_the_pod_states(kube: FakeKubeAPI, clock):
@@ -426,7 +474,7 @@ def test_a_server_that_never_gets_ready_times_out_with_the_pod_states(kube: Fake
     with pytest.raises(EndpointError) as raised:
         serve_role_in_cluster(config, "generator", 1, "s3://models/base", api_client=kube.api_client, poll_interval_s=5)
     assert "not ready after 10 s (serving.cluster.ready_timeout_s)" in str(raised.value)
-    assert "unschedulable: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu." in str(raised.value)
+    assert "Unschedulable: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu." in str(raised.value)
     assert clock.now == 10
 
 

@@ -36,6 +36,19 @@ def trainjob(config=None, **overrides: Any) -> dict[str, Any]:
     return build_trainjob(config or cluster_config(), 2, request(**overrides))
 
 
+POD = f"{NAME}-node-0-0-abcde"
+PODS = f"/api/v1/namespaces/{NAMESPACE}/pods"
+
+
+def running() -> dict[str, Any]:
+    return {"name": "node", "image": "x", "imageID": "", "ready": True, "restartCount": 0, "state": {"running": {}}}
+
+
+def pods(*statuses: dict[str, Any]) -> dict[str, Any]:
+    pod = {"metadata": {"name": POD}, "spec": {"containers": [{"name": "node"}]}, "status": {"containerStatuses": list(statuses)}}
+    return {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": [pod]}
+
+
 def with_conditions(job: dict[str, Any], *conditions: dict[str, str]) -> dict[str, Any]:
     state = copy.deepcopy(job)
     state["metadata"]["uid"] = "tj-uid"
@@ -203,6 +216,7 @@ def test_a_complete_job_is_the_result(kube: FakeKubeAPI, clock):
     config = cluster_config()
     expect_create(kube)
     kube.reply("GET", f"{TRAINJOBS}/{NAME}", 200, with_conditions(trainjob(config), CREATED))
+    kube.reply("GET", PODS, 200, pods(running()))
     kube.reply("GET", f"{TRAINJOBS}/{NAME}", 200, with_conditions(trainjob(config), CREATED, COMPLETE))
 
     result = run_trainjob(config, 2, request(), api_client=kube.api_client, poll_interval_s=30)
@@ -255,11 +269,33 @@ def test_a_retried_step_replaces_a_failed_job(kube: FakeKubeAPI, clock):
     assert kube.requests[2].query == {"propagationPolicy": "Foreground"}
 
 
+def test_trainer_pods_that_cannot_start_fail_the_step_at_once_and_free_the_gpus(kube: FakeKubeAPI, clock):
+    config = cluster_config()
+    expect_create(kube)
+    kube.reply("GET", f"{TRAINJOBS}/{NAME}", 200, with_conditions(trainjob(config), CREATED))
+    pulling = {"name": "node", "image": "x", "imageID": "", "ready": False, "restartCount": 0,
+               "state": {"waiting": {"reason": "InvalidImageName", "message": 'invalid reference format: "ghcr.io/x:"'}}}  # fmt: skip
+    kube.reply("GET", PODS, 200, pods(pulling))
+    kube.reply("GET", f"/api/v1/namespaces/{NAMESPACE}/events", 200, {"metadata": {}, "items": [
+        {"metadata": {"name": "e"}, "involvedObject": {"kind": "Pod", "name": POD}, "type": "Warning", "reason": "InspectFailed",
+         "message": "Failed to apply default image tag", "lastTimestamp": "2026-01-01T00:00:00Z"}]})  # fmt: skip
+    kube.reply("GET", f"{PODS}/{POD}/log", 400, status(400, "BadRequest", "container is waiting to start"))
+    kube.reply("DELETE", f"{TRAINJOBS}/{NAME}", 200, {})
+    with pytest.raises(TrainingError) as raised:
+        run_trainjob(config, 2, request(), api_client=kube.api_client, poll_interval_s=30)
+    message = str(raised.value)
+    assert "cannot start (it was deleted)" in message and "InvalidImageName" in message
+    assert "event Warning InspectFailed: Failed to apply default image tag" in message and "no log of container node" in message
+    assert kube.requests[3].query == {"labelSelector": f"app.kubernetes.io/instance={NAME}"}
+    assert clock.now == 0
+
+
 def test_a_job_that_does_not_finish_in_time_is_deleted(kube: FakeKubeAPI, clock):
     config = cluster_config(trainjob__timeout_s=60)
     expect_create(kube)
     for _ in range(3):  # t = 0, 30, 60
         kube.reply("GET", f"{TRAINJOBS}/{NAME}", 200, with_conditions(trainjob(config), CREATED))
+        kube.reply("GET", PODS, 200, pods(running()))
     kube.reply("DELETE", f"{TRAINJOBS}/{NAME}", 200, with_conditions(trainjob(config), CREATED))
     with pytest.raises(TrainingError, match=r"did not finish within 60 s \(trainjob.timeout_s\); it was deleted"):
         run_trainjob(config, 2, request(), api_client=kube.api_client, poll_interval_s=30)
