@@ -4,7 +4,9 @@
 without a virtual environment: no installs, the current environment's imports), with kfp.local's
 output cache in the run's folder, so running it again with the same folder skips the finished
 steps and resumes an unfinished one from its checkpointed records. Model servers are local
-processes (``target`` local). The run's folder holds::
+processes (``execution.target`` local; a kubeflow config is refused). The run id is the config's
+``run_id``, passed as the pipeline's run_id parameter, so the same folder and config resume the
+run. The run's folder holds::
 
     <workdir>/report.json report.md report.html plots/   the report, copied from the run's storage
     <workdir>/<run_id>/...                                 the artefacts when storage is local
