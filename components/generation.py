@@ -39,8 +39,8 @@ def extend(config_json: str, run_id: str, phase: str, responses: str, endpoint: 
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def length_control(config_json: str, run_id: str, collected: str, endpoint: str, metrics: Output[Metrics]) -> str:
-    """Length-constrained queries over every iteration's responses and the final collection."""
+def length_control(config_json: str, run_id: str, run_data: str, collected: str, endpoint: str, metrics: Output[Metrics]) -> str:
+    """Length-constrained queries over every iteration's responses (``run_data``) and the final collection."""
     from selflengthen.orchestration import steps
 
-    return steps.length_control(config_json, run_id=run_id, collected=collected, endpoint=endpoint, metrics=metrics)
+    return steps.length_control(config_json, run_id=run_id, run_data=run_data, collected=collected, endpoint=endpoint, metrics=metrics)

@@ -25,6 +25,8 @@ resubmitted pipeline gets the same step inputs (and so cache hits)::
 
 from __future__ import annotations
 
+from pydantic import BaseModel, ConfigDict
+
 from selflengthen.config import ConfigError, RunConfig
 from selflengthen.storage import join_uri
 
@@ -130,6 +132,22 @@ class RunLayout:
     def report(self, *parts: str) -> str:
         return join_uri(self.root, "report", *parts)
 
-    def iteration_responses(self) -> list[str]:
-        """Every iteration's initial and extended responses (what length control draws from)."""
-        return [self.iteration(k, name) for k in range(1, self.iterations + 1) for name in ("initial", "extended")]
+
+class RunData(BaseModel):
+    """The datasets the iterations have made so far, passed from step to step as one graph value
+    (``run_data``), so that a step reading earlier iterations' data (the SFT data with
+    ``sft_data.accumulate``, length control) has them as inputs: the graph shows the dependency
+    and KFP's cache keys on it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    responses: list[str] = []  # every iteration's initial and extended responses
+    selected: list[str] = []  # every iteration's selection
+
+    @classmethod
+    def parse(cls, text: str) -> "RunData":
+        """The value a step received; empty before the first iteration."""
+        return cls.model_validate_json(text) if text else cls()
+
+    def add(self, *, initial: str, extended: str, selected: str) -> "RunData":
+        return RunData(responses=[*self.responses, initial, extended], selected=[*self.selected, selected])

@@ -31,6 +31,7 @@ from selflengthen.orchestration import serving
 from selflengthen.orchestration.layout import (
     EVALUATION_PHASE,
     FINAL_PHASE,
+    RunData,
     RunLayout,
     effective_run_id,
     evaluation_name,
@@ -174,9 +175,10 @@ def identify_run(config: RunConfig, *, explicit_run_id: str, kfp_run_id: str) ->
 
 @step("serve", imports=("selflengthen.serving.local", "selflengthen.training.output", "selflengthen.modelio"))
 def serve(config: RunConfig, *, phase: str, role: str, model: str) -> StepResult:
+    """The server's record URI, base URL and served model name (``record``, ``url``, ``model``)."""
     record_uri = serving.serve(config, phase=phase, role=role, model=model)
     endpoint = serving.endpoint_for(config, record_uri, role)
-    return StepResult(record_uri, f"{model} at {endpoint.base_url}")
+    return StepResult({"record": record_uri, "url": endpoint.base_url, "model": endpoint.model}, f"{model} at {endpoint.base_url}")
 
 
 @step("teardown", imports=("selflengthen.serving.local",))
@@ -265,15 +267,18 @@ def select(config: RunConfig, *, phase: str, responses: str) -> StepResult:
 
 
 @step("sft-data", imports=("selflengthen.stages.sft_data",))
-def sft_data(config: RunConfig, *, phase: str, selected: str) -> StepResult:
-    """SFT examples of both roles from this iteration's selection (all iterations' with accumulate)."""
+def sft_data(config: RunConfig, *, phase: str, selected: str, initial: str, extended: str, run_data: str) -> StepResult:
+    """SFT examples of both roles from this iteration's selection (all iterations' with accumulate:
+    the earlier ones from ``run_data``), and ``run_data`` with this iteration's datasets added."""
     from selflengthen.stages.sft_data import run_sft_data
 
     layout = RunLayout(config)
     iteration = phase_index(config, phase)
-    previous = [layout.iteration(k, "selected") for k in range(1, iteration)] if config.sft_data.accumulate else []
+    earlier = RunData.parse(run_data)
+    previous = earlier.selected if config.sft_data.accumulate else []
     uris = run_sft_data(config, extended=[*previous, selected], output=layout.phase(phase, "sft"), iteration=iteration)
-    return StepResult(uris, f"SFT data from {len(previous) + 1} selection(s)")
+    made = earlier.add(initial=initial, extended=extended, selected=selected)
+    return StepResult({**uris, "run_data": made.model_dump_json()}, f"SFT data from {len(previous) + 1} selection(s)")
 
 
 @step("train", imports=("selflengthen.training",))
@@ -287,12 +292,12 @@ def train(config: RunConfig, *, phase: str, role: Role, data: str, previous: str
 
 
 @step("length-control", imports=("selflengthen.stages.length_control",))
-def length_control(config: RunConfig, *, collected: str, endpoint: str) -> StepResult:
-    """Length-constrained examples from every iteration's responses plus the final collection."""
+def length_control(config: RunConfig, *, run_data: str, collected: str, endpoint: str) -> StepResult:
+    """Length-constrained examples from every iteration's responses (``run_data``) plus the final collection."""
     from selflengthen.stages.length_control import run_length_control
 
     layout = RunLayout(config)
-    sources = [*layout.iteration_responses(), *([collected] if collected else [])]
+    sources = [*RunData.parse(run_data).responses, *([collected] if collected else [])]
     result = run_length_control(
         serving.with_endpoint(config, endpoint, "generator"),
         responses=sources,

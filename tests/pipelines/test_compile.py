@@ -222,3 +222,26 @@ def test_export_step_follows_the_report_with_the_hub_token_secret(tmp_path: Path
     assert export["dependentTasks"] == ["identify-run", "report"] and export["cachingOptions"] == {}
     secrets = {item["secretName"]: item["keyToEnv"] for item in executors["exec-export"]["secretAsEnv"]}
     assert secrets["hf"] == [{"envVar": "HF_TOKEN", "secretKey": "HF_TOKEN"}]
+
+
+def test_every_data_input_is_an_edge_and_serve_steps_output_url_and_model(tmp_path: Path) -> None:
+    config = load_config(CLUSTER_CONFIG)
+    spec, _ = compiled(config, tmp_path)
+    body = dag(spec, "comp-exit-handler-1")
+    names = ["iteration", *(f"iteration-{k}" for k in range(2, config.iterations + 1))]
+    assert body["iteration"]["inputs"]["parameters"]["run_data"]["runtimeValue"]["constant"] == ""
+    for previous, current in zip(names, names[1:]):
+        source = body[current]["inputs"]["parameters"]["run_data"]["taskOutputParameter"]
+        assert source == {"outputParameterKey": "run_data", "producerTask": previous}
+    assert body["final"]["inputs"]["parameters"]["run_data"]["taskOutputParameter"]["producerTask"] == names[-1]
+    iteration = dag(spec, "comp-iteration")
+    sft = iteration["sft-data"]["inputs"]["parameters"]
+    assert sft["run_data"] == {"componentInputParameter": "run_data"}
+    assert {sft[name]["taskOutputParameter"]["producerTask"] for name in ("selected", "initial", "extended")} == {"select", "generate", "extend"}
+    outputs = spec["components"]["comp-iteration"]["dag"]["outputs"]["parameters"]["run_data"]["valueFromParameter"]
+    assert outputs == {"outputParameterKey": "run_data", "producerSubtask": "sft-data"}
+    length_control = dag(spec, "comp-final")["length-control"]["inputs"]["parameters"]
+    assert length_control["run_data"] == {"componentInputParameter": "run_data"}
+    serve = spec["components"]["comp-serve"]["outputDefinitions"]["parameters"]
+    assert set(serve) == {"record", "url", "model"}
+    assert iteration["generate"]["inputs"]["parameters"]["endpoint"]["taskOutputParameter"]["outputParameterKey"] == "record"
