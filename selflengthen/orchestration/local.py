@@ -244,9 +244,12 @@ def run_local(config: RunConfig, workdir: str | Path, *, console: Console | None
         )
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
+    given = config
     config = local_config(config, workdir)
     console = console or Console(stderr=True)
     log = stage_logger(config.run_id, "run")
+    if config.training.save_merged != given.training.save_merged:
+        log.info("training.save_merged is set for this local run: a local server loads a merged model, not a LoRA adapter")
     pipeline = build_pipeline(config)
     local.init(
         runner=local.SubprocessRunner(use_venv=False),
