@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from typing import Any
 
 import pytest
@@ -15,7 +14,7 @@ from selflengthen.cluster.objects import to_manifest
 from selflengthen.cluster.ownership import RunOwner, parse_expiry
 from selflengthen.errors import EndpointError
 from selflengthen.serving.cluster import build_model_server, serve_role_in_cluster, teardown_role_in_cluster
-from tests.cluster.conftest import NAMESPACE, cluster_config
+from tests.cluster.conftest import NAMESPACE, WALL_CLOCK, cluster_config
 from tests.cluster.fake_kube import FakeKubeAPI, echo, status
 from tests.fixtures.k8s_validation import validate_object
 
@@ -222,7 +221,7 @@ def test_the_run_owner_and_its_lease_go_on_every_object():
         assert metadata["annotations"]["selflengthen.io/workflow"] == "wf-1"
         assert metadata["annotations"]["selflengthen.io/workflow-uid"] == "wf-uid"
         lease = parse_expiry(metadata["annotations"]["selflengthen.io/lease-expires"])
-        assert abs(lease - time.time() - config.execution.lease_s) < 5
+        assert lease == WALL_CLOCK + config.execution.lease_s
         assert metadata["labels"]["selflengthen.io/run-id"] == "demo"
         assert metadata["labels"]["app.kubernetes.io/managed-by"] == "selflengthen"
 
