@@ -7,13 +7,15 @@ import json
 from typing import Any
 
 import pytest
+from kubernetes import client as k8s
 
 from selflengthen.cluster.objects import to_manifest
+from selflengthen.cluster.ownership import RunOwner, lease_expiry
 from selflengthen.cluster.trainjob import build_config_map, build_trainjob, run_trainjob
 from selflengthen.config import parse_config
 from selflengthen.errors import TrainingError
 from selflengthen.training.launch import TrainingRequest
-from tests.cluster.conftest import NAMESPACE, cluster_config
+from tests.cluster.conftest import NAMESPACE, WALL_CLOCK, cluster_config
 from tests.cluster.fake_kube import FakeKubeAPI, echo, status
 from tests.fixtures.k8s_validation import InvalidObject, validate_crd_object
 
@@ -314,3 +316,20 @@ def test_api_refusals_are_clear(kube: FakeKubeAPI, code, reason, message, expect
         run_trainjob(cluster_config(), 2, request(), api_client=kube.api_client)
     assert f"creating TrainJob {NAMESPACE}/{NAME}: HTTP {code}" in str(raised.value)
     assert expected in str(raised.value) and message in str(raised.value)
+
+
+def test_the_trainjob_is_owned_by_the_runs_workflow_with_its_lease_and_labels():
+    workflow = k8s.V1OwnerReference(
+        api_version="argoproj.io/v1alpha1", kind="Workflow", name="wf-1", uid="wf-uid", controller=False, block_owner_deletion=False
+    )
+    config = cluster_config()
+    metadata = build_trainjob(config, 2, request(), owner=RunOwner(workflow))["metadata"]
+    assert metadata["ownerReferences"] == [
+        {"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow", "name": "wf-1", "uid": "wf-uid", "controller": False, "blockOwnerDeletion": False}
+    ]
+    assert metadata["annotations"] == {
+        "selflengthen.io/workflow": "wf-1",
+        "selflengthen.io/workflow-uid": "wf-uid",
+        "selflengthen.io/lease-expires": lease_expiry(config.execution.lease_s, WALL_CLOCK),
+    }
+    assert metadata["labels"]["selflengthen.io/run-id"] == "demo" and metadata["labels"]["app.kubernetes.io/managed-by"] == "selflengthen"
