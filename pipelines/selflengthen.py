@@ -13,6 +13,7 @@ is a task input's whole value (kubeflow/pipelines 2.17.0, backend/src/v2/driver/
 leaves it in a pipeline parameter's default as it is (backend/src/v2/compiler/argocompiler/argo.go).
 """
 
+import tempfile
 from pathlib import Path
 
 from kfp import compiler, dsl, kubernetes
@@ -24,6 +25,7 @@ from pipelines.iteration import build_iteration
 from pipelines.tasks import Tasks, configure, knows_its_pod
 from selflengthen.config import RunConfig
 from selflengthen.orchestration.layout import iteration_phase
+from selflengthen.storage import get_storage
 
 PIPELINE_NAME = "selflengthen"
 
@@ -71,8 +73,14 @@ def build_pipeline(config: RunConfig) -> GraphComponent:
 
 
 def compile_pipeline(config: RunConfig, output: str | Path) -> Path:
-    """Compile the pipeline of ``config`` to a KFP v2 YAML file at ``output``."""
+    """Compile the pipeline of ``config`` to a KFP v2 YAML file at ``output``.
+
+    The file is compiled in a temporary folder and then written atomically, so an output that cannot be
+    written fails with its path (StorageError) and never leaves a partial file.
+    """
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(build_pipeline(config), str(output))
+    with tempfile.TemporaryDirectory() as folder:
+        compiled = Path(folder) / output.name
+        compiler.Compiler().compile(build_pipeline(config), str(compiled))
+        get_storage().put_file(compiled, str(output))
     return output

@@ -175,10 +175,21 @@ class SelfInstructConfig(Section):
     examples_per_prompt: int = Field(
         2, ge=1, le=8, description="few-shot example instructions drawn per proposal prompt (reference: 2)"
     )
-    use_accepted_pool: bool = Field(True, description="draw few-shot examples from seeds plus accepted instructions")
+    use_accepted_pool: bool = Field(True, description="draw few-shot examples from seeds plus accepted instructions (reference: true)")
+    pool_reset_every: int = Field(
+        500, ge=0, description="accepted instructions (per language) after which the example pool is reset to the seeds; 0: never (reference: 500)"
+    )
+    multi_line: bool = Field(
+        True, description="keep a multi-line proposal whole (it ends at a newline and the next label); false: its first line only (reference: true)"
+    )
+    judge_match: Literal["exact", "lenient"] = Field(
+        "exact", description="exact: only the bare yes word counts (reference); lenient: an answer starting with a yes-like word"
+    )
     min_words: int = Field(3, ge=1, description="shortest accepted instruction, in words (zh: characters); reference: 3")
     max_words: int = Field(500, ge=1, description="longest accepted instruction, in words (zh: characters); reference: 500")
-    judge_min_words: int = Field(2000, ge=1, description="length the judge is asked about ('more than N words')")
+    judge_min_words: int = Field(
+        2000, ge=1, description="length the judge is asked about ('more than N words'); the proposal prompt states none (reference: 2000)"
+    )
     seeds_uri: str | None = Field(None, description="JSONL of seed instructions; the packaged seeds when empty")
     sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=1.0, top_p=0.95, max_tokens=512))
     judge_sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.0, top_p=1.0, top_k=-1, repetition_penalty=1.0, max_tokens=8))
@@ -201,8 +212,11 @@ class GenerateConfig(Section):
 class ExtendConfig(Section):
     """docs/method.md, step 3: two-stage, multi-round extension."""
 
+    chains: int = Field(
+        2, ge=1, description="independent extension chains per initial response, each successful one its own record (reference: 2)"
+    )
     attempts: int = Field(
-        2, ge=1, description="extension attempts per response; the first that reaches min_ratio wins (reference: 2)"
+        20, ge=1, description="attempts per chain; the first that reaches min_ratio is the chain's result (reference: 20)"
     )
     rounds: int = Field(3, ge=1, description="compounding rounds per attempt, each extending the best text so far (reference: 3)")
     keep_fraction: float = Field(2 / 3, gt=0, le=1, description="stage-1 paragraphs kept (drops the wrap-up)")
@@ -257,7 +271,15 @@ class ChecksConfig(Section):
 class SelectConfig(Section):
     """docs/method.md, step 5: keep probability 1 - coefficient * rank**exponent (rank 1 = shortest)."""
 
-    length_biased: bool = Field(True, description="apply length-biased sampling; false: keep every text that passes the checks")
+    length_biased: bool = Field(
+        True, description="sample the extended responses by length rank; false: keep every text that passes the checks (reference: true)"
+    )
+    length_biased_initial: bool = Field(
+        True, description="sample the initial responses by length rank before they are extended (reference: true)"
+    )
+    rank_within_language: bool = Field(
+        True, description="rank lengths within each language (false: one pool of English words and Chinese characters)"
+    )
     coefficient: float = Field(
         2.0, ge=0, description="the coefficient of the keep probability 1 - coefficient * rank**exponent (reference: 2)"
     )
@@ -345,7 +367,7 @@ class LoraConfig(Section):
 
     r: int = Field(8, ge=1, description="LoRA rank of a new adapter (reference: 8)")
     alpha: int = Field(16, ge=1, description="LoRA alpha scaling of a new adapter (reference: 16)")
-    dropout: float = Field(0.05, ge=0, lt=1, description="dropout probability of the LoRA layers")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout probability of the LoRA layers (reference: 0)")
     target_modules: list[str] | Literal["all-linear"] = Field(
         "all-linear", description="layers LoRA adapts: all-linear (reference) or names of the model's linear layers"
     )
@@ -369,12 +391,24 @@ class TrainingConfig(Section):
     max_length: int = Field(
         16384, ge=16, description="most tokens of one chat-templated example; longer ones are dropped or cut (reference: 16384)"
     )
-    truncate_overlong: bool = Field(False, description="False: over-long examples are dropped and counted")
-    per_device_batch_tokens: int = Field(16384, ge=16, description="token budget of one packed micro-batch")
+    truncate_overlong: bool = Field(
+        True, description="cut over-long examples at max_length inside the response (reference); false: drop and count them"
+    )
+    recipe: Literal["reference", "packed"] = Field(
+        "reference",
+        description="reference: one example per micro-batch and per optimizer step (per process), its loss the mean over "
+        "its response tokens, as the reference trains; packed: the throughput option, micro-batches by `batching` "
+        "(packed by default: fewer optimizer steps, loss weighted by token across the packed examples)",
+    )
+    per_device_batch_tokens: int = Field(16384, ge=16, description="token budget of one packed or length-grouped micro-batch")
     batch_size: int = Field(1, ge=1, description="examples per micro-batch when batching is padded (reference: 1)")
-    gradient_accumulation_steps: int = Field(1, ge=1, description="micro-batches per optimizer step (per process)")
+    gradient_accumulation_steps: int = Field(
+        1, ge=1, description="micro-batches per optimizer step (per process); reference: 1"
+    )
     batching: Literal["packed", "length-grouped", "padded"] = Field(
-        "packed", description="micro-batches: packed (no padding), length-grouped or padded (batch_size examples)"
+        "padded",
+        description="micro-batches: packed (no padding), length-grouped or padded (batch_size examples); "
+        "when not set: padded for recipe reference, packed for recipe packed",
     )
     attention: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field(
         "auto", description="attention kernel; auto: flash_attention_2 on a GPU with flash-attn installed (varlen packing), else sdpa"
@@ -400,6 +434,22 @@ class TrainingConfig(Section):
     )
     trust_remote_code: bool = Field(False, description="let transformers run code shipped with the base model or tokenizer")
     logging_steps: int = Field(1, ge=1, description="optimizer steps between training log lines")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _recipe_batching(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "batching" not in data and data.get("recipe") == "packed":
+            return {**data, "batching": "packed"}
+        return data
+
+    @model_validator(mode="after")
+    def _reference_recipe(self) -> "TrainingConfig":
+        if self.recipe == "reference" and (self.batching, self.batch_size, self.gradient_accumulation_steps) != ("padded", 1, 1):
+            raise ValueError(
+                "recipe reference trains one example per optimizer step: batching must be padded, batch_size 1 and "
+                "gradient_accumulation_steps 1 (set recipe: packed for other batching)"
+            )
+        return self
 
 
 class TrainJobConfig(Section):
@@ -486,6 +536,11 @@ class EvalConfig(Section):
         "none", description="quality rubric scored by the serving.judge model; none: length scores only"
     )
     judge_retries: int = Field(3, ge=0, description="re-asks of the judge when its answer cannot be read")
+    min_scored_fraction: float = Field(
+        1.0, ge=0.0, le=1.0,
+        description="`eval quality` fails (non-zero exit) when the judge scored fewer than this fraction of the "
+        "prompts; 1.0: every prompt must be scored, 0: never fail (the unscored ones are reported either way)",
+    )  # fmt: skip
     judge_sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.0, top_p=1.0, top_k=-1, repetition_penalty=1.0, max_tokens=512))
 
 
@@ -711,14 +766,17 @@ class RunConfig(Section):
 
 
 def _format_errors(error: ValidationError, source: str) -> str:
-    lines = [f"invalid configuration in {source}:"]
+    """``<source>: <field>: <message>`` for the first problem (a first line that names it), then
+    one indented line per further problem."""
+    problems = []
     for item in error.errors():
         field = ".".join(str(part) for part in item["loc"]) or "(root)"
         message = item["msg"]
         if item["type"] == "extra_forbidden":
             message = "unknown key"
-        lines.append(f"  {field}: {message}")
-    return "\n".join(lines)
+        problems.append(f"{field}: {message}")
+    more = f" (and {len(problems) - 1} more problem(s) below)" if len(problems) > 1 else ""
+    return "\n".join([f"invalid configuration in {source}: {problems[0]}{more}", *(f"  {p}" for p in problems[1:])])
 
 
 def parse_config(data: Any, source: str = "<config>") -> RunConfig:
@@ -743,7 +801,9 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config file {path}{where} is not valid YAML: {getattr(error, 'problem', None) or error}") from None
     data = data or {}
     for dotted, value in (overrides or {}).items():
         apply_override(data, dotted, value)

@@ -79,13 +79,18 @@ def _describe(error: ValidationError) -> str:
     return "; ".join(problems)
 
 
-def parse_jsonl(text: str, model: type[R], source: str) -> list[R]:
+def parse_jsonl(text: str, model: type[R], source: str, seen: dict[str, str] | None = None) -> list[R]:
     """Parse JSONL into ``model`` objects; a bad line raises DataError ``<source> line N: ...``.
 
     Blank lines are skipped; a text with no record at all is an error. Lines end at "\n" only
     (``str.splitlines`` would also split at U+2028 and others, which JSON strings may hold raw).
+    When ``model`` has an ``id`` field, ids must be distinct: stages key their work by id, so a
+    second ``q1`` would be dropped silently. ``seen`` (id -> where it was first read) carries the
+    ids across the files of one dataset.
     """
     records = []
+    seen = {} if seen is None else seen
+    keyed = "id" in model.model_fields
     for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
@@ -96,9 +101,15 @@ def parse_jsonl(text: str, model: type[R], source: str) -> list[R]:
         if not isinstance(data, dict):
             raise DataError(f"{source} line {number}: expected a JSON object, got {type(data).__name__}")
         try:
-            records.append(model.model_validate(data))
+            record = model.model_validate(data)
         except ValidationError as error:
             raise DataError(f"{source} line {number}: {_describe(error)}") from None
+        if keyed:
+            first = seen.setdefault(record.id, f"{source} line {number}")
+            if first != f"{source} line {number}":
+                where = first.removeprefix(f"{source} ")
+                raise DataError(f"{source} line {number}: duplicate id {record.id!r} (first at {where})")
+        records.append(record)
     if not records:
         raise DataError(f"{source} is empty")
     return records
@@ -119,13 +130,15 @@ def _write_shard(storage: Storage, prefix_uri: str, name: str, rows: Sequence[Ba
     return ShardInfo(name=name, count=len(rows), sha256=hashlib.sha256(data).hexdigest())
 
 
-def _read_shard(storage: Storage, prefix_uri: str, shard: ShardInfo, model: type[R]) -> list[R]:
+def _read_shard(
+    storage: Storage, prefix_uri: str, shard: ShardInfo, model: type[R], seen: dict[str, str] | None = None
+) -> list[R]:
     uri = join_uri(prefix_uri, shard.name)
     data = storage.read_bytes(uri)
     digest = hashlib.sha256(data).hexdigest()
     if digest != shard.sha256:
         raise DataError(f"{uri}: checksum mismatch (manifest says sha256 {shard.sha256}, the file has {digest})")
-    records = parse_jsonl(decode_utf8(data, uri), model, uri)
+    records = parse_jsonl(decode_utf8(data, uri), model, uri, seen)
     if len(records) != shard.count:
         raise DataError(f"{uri}: {len(records)} records, the manifest says {shard.count}")
     return records
@@ -228,7 +241,8 @@ def existing_dataset(storage: Storage, prefix_uri: str, fingerprint: Fingerprint
 def read_records(storage: Storage, prefix_uri: str, model: type[R]) -> list[R]:
     """All records of the dataset at ``prefix_uri``, in order, checksums verified."""
     manifest = read_manifest(storage, prefix_uri)
-    return [record for shard in manifest.shards for record in _read_shard(storage, prefix_uri, shard, model)]
+    seen: dict[str, str] = {}
+    return [record for shard in manifest.shards for record in _read_shard(storage, prefix_uri, shard, model, seen)]
 
 
 def read_failures(storage: Storage, prefix_uri: str, model: type[R]) -> list[R]:

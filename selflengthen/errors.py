@@ -2,7 +2,14 @@
 
 
 class SelfLengthenError(Exception):
-    """Base of every user-facing error; the message names the field, line, URI or endpoint."""
+    """Base of every user-facing error; the message names the field, line, URI or endpoint.
+
+    ``transient``: whether another attempt of the same work may succeed (a server or object store
+    that may come back). The others are deterministic: bad input, config or settings fail every
+    attempt alike, so a pipeline step that raises one is not retried (see orchestration.steps).
+    """
+
+    transient: bool = False
 
 
 class DataError(SelfLengthenError):
@@ -12,9 +19,13 @@ class DataError(SelfLengthenError):
 class StorageError(SelfLengthenError):
     """Object storage could not be used (missing bucket, bad credentials, unreachable endpoint)."""
 
+    transient = True
+
 
 class EndpointError(SelfLengthenError):
     """A model server could not be used (unreachable, refusing, retries exhausted)."""
+
+    transient = True
 
 
 class RequestRefused(EndpointError):

@@ -42,6 +42,7 @@ class ExtensionRound(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    chain: int = 0
     attempt: int
     round: int
     stage1_text: str = ""
@@ -61,6 +62,7 @@ class Response(Record):
     language: Language
     kind: Literal["initial", "extended", "collected", "heldout"] = "initial"
     sample_index: int = 0
+    chain: int = Field(0, description="extended: the extension chain (of extend.chains) that produced it")
     iteration: int = 0
     text: str
     words: int

@@ -130,7 +130,9 @@ def _atomic_file(path: Path, uri: str) -> Iterator[BinaryIO]:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(tmp, "xb")  # noqa: SIM115 - closed below; unlike tempfile it honours the umask
     except OSError as error:
-        raise StorageError(f"cannot write {uri}: {error.strerror or error}") from error
+        blocking = next((folder for folder in path.parents if folder.is_file()), None)
+        reason = f"{blocking} is a file, not a folder" if blocking else error.strerror or error
+        raise StorageError(f"cannot write {uri}: {reason}") from error
     try:
         with handle:
             yield handle
@@ -151,6 +153,27 @@ def _open_source(local_path: Path) -> BinaryIO:
         raise StorageError(f"no such file: {local_path}") from None
     except OSError as error:
         raise StorageError(f"cannot read {local_path}: {error.strerror or error}") from error
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost folder of ``path`` (itself included) that does not exist yet; None if it exists."""
+    missing = None
+    for folder in (path, *path.parents):
+        if folder.exists() or folder.is_symlink():
+            break
+        missing = folder
+    return missing
+
+
+def _remove_empty_folders(path: Path, up_to: Path) -> None:
+    """Remove ``path`` and its parents up to ``up_to`` (included) while they are empty."""
+    for folder in (path, *path.parents):
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        if folder == up_to:
+            return
 
 
 class _LocalBackend:
@@ -438,6 +461,24 @@ class Storage:
     def delete_prefix(self, prefix_uri: str) -> None:
         """Delete every object below the folder ``prefix_uri``."""
         self._backend(prefix_uri).delete_prefix(prefix_uri)
+
+    def check_writable(self, prefix_uri: str) -> None:
+        """Write and delete a small object below the folder ``prefix_uri``: a writer calls it before
+        its work, so an output it cannot write fails in seconds, not after a shard of generation.
+
+        Local folders the probe had to create are removed again, leaving nothing behind.
+        """
+        created = None if is_s3_uri(prefix_uri) else _first_missing(_local_path(prefix_uri))
+        probe = join_uri(prefix_uri, f"{_TMP_PREFIX}write-probe-{uuid.uuid4().hex}")
+        try:
+            self.write_bytes(probe, b"")
+            self.delete(probe)
+        except StorageError as error:
+            reason = str(error).removeprefix(f"cannot write {probe}: ")
+            raise StorageError(f"output {prefix_uri} is not writable: {reason}") from None
+        finally:
+            if created is not None:
+                _remove_empty_folders(_local_path(prefix_uri), created)
 
     def put_file(self, local_path: str | Path, uri: str) -> None:
         """Copy a local file to ``uri``, streaming (multipart above ``multipart_part_size`` on S3)."""

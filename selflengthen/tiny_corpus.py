@@ -11,8 +11,9 @@ stages send (rendered by :mod:`selflengthen.prompts`):
   essay, as stage 1 sends it, or a whole one, as stage 2 does); the answer keeps the draft's
   pieces in order, inserts new paragraphs between them and ends with one conclusion, 1.5-2.5
   times the draft's length. A stage-2 prefill is a prefix of such an answer.
-* ``self_instruct``: raw text, the few-shot prompt of ``self_instruct_prompt`` followed by new
-  instructions, one per label, so a completion stops at the next label.
+* ``self_instruct``: chat, the task of ``self_instruct_prompt`` as the user turn, answered by its
+  pre-filled example list followed by new instructions, one per label, so a continuation stops at
+  the next label.
 * ``judge``: chat, the ``judge_suitability`` prompt answered yes for long-writing requests and no
   for short questions and short writing tasks.
 * ``rewrite``: chat, the ``length_rewrite`` prompt answered with the request plus the constraint.
@@ -780,18 +781,18 @@ def extend_example(rng: random.Random, language: Language) -> Example:
 
 
 def self_instruct_example(rng: random.Random, language: Language) -> Example:
-    """The few-shot prompt (examples from the packaged seeds and generated instructions) followed
-    by new instructions, each after its label."""
+    """Chat: the self-instruct task as the user turn; the answer is the pre-filled list of example
+    instructions (packaged seeds and generated ones) followed by new instructions, each after its
+    label, so a continuation of the prefill stops at the next label."""
     subjects = LEXICONS[language].subjects
     seeds = packaged_seeds(language)
     count = rng.choice((2, 2, 2, 1, 3))
     examples = [rng.choice(seeds) if rng.random() < 0.4 else instruction(rng, language, rng.choice(subjects)) for _ in range(count)]
-    min_words = rng.choice(JUDGE_MIN_WORDS)
-    prompt, _ = self_instruct_prompt(examples, language, min_words)
+    task, prefill, _ = self_instruct_prompt(examples, language)
     new = [instruction(rng, language, rng.choice(subjects)) for _ in range(rng.randint(2, 3))]
     labelled = [render_prompt("self_instruct_item", language, index=count + 1 + i, text=text) for i, text in enumerate(new)]
-    completion = "\n".join([new[0], *labelled[1:]])
-    return Example("self_instruct", language, prompt, completion, chat=False, fields={"examples": "\n".join(examples), "min_words": str(min_words)})
+    completion = prefill + "\n".join([new[0], *labelled[1:]])
+    return Example("self_instruct", language, task, completion, fields={"examples": "\n".join(examples), "prefill": prefill})
 
 
 def judge_example(rng: random.Random, language: Language) -> Example:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.fixtures.s3", "tests.fixtures.tiny", "tests.fixtures.model_server", "tests.fixtures.k8s_tools", "tests.fixtures.browser", "tests.fixtures.hub"]
+pytest_plugins = ["tests.fixtures.s3", "tests.fixtures.tiny", "tests.fixtures.model_server", "tests.fixtures.k8s_tools", "tests.fixtures.browser", "tests.fixtures.hub", "tests.fixtures.scripted_server"]
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -18,7 +18,7 @@ def test_reference_defaults():
     assert config.self_instruct.num_instructions == 5000
     assert config.self_instruct.max_attempts_per_slot == 10
     assert config.generate.samples_per_query == 2 and config.generate.max_retries == 20
-    assert config.extend.attempts == 2 and config.extend.rounds == 3 and config.extend.min_ratio == 1.2
+    assert config.extend.chains == 2 and config.extend.attempts == 20 and config.extend.rounds == 3 and config.extend.min_ratio == 1.2
     assert config.extend.keep_fraction == pytest.approx(2 / 3)
     assert config.checks.en.ngram_n == 10 and config.checks.zh.ngram_n == 13
     sampling = config.generate.sampling
@@ -67,7 +67,7 @@ def test_unknown_key_is_named(tmp_path):
 def test_impossible_values_are_named(patch, field):
     with pytest.raises(ConfigError) as error:
         parse_config({**MINIMAL, **patch})
-    assert f"  {field}:" in str(error.value)
+    assert str(error.value).splitlines()[0].startswith(f"invalid configuration in <config>: {field}:")  # the first line names it
 
 
 def test_missing_required_model():
@@ -109,3 +109,13 @@ def test_packaged_default_is_valid():
     config = load_config(default_config_path())
     assert config.iterations == 2
     assert config.serving.local.host == "127.0.0.1"
+
+
+def test_reference_recipe_is_one_example_per_step_and_packed_is_the_throughput_option():
+    config = parse_config({"model": {"base": "b"}})
+    training = config.training
+    assert (training.recipe, training.batching, training.batch_size, training.gradient_accumulation_steps) == ("reference", "padded", 1, 1)
+    assert training.truncate_overlong and training.lora.dropout == 0.0
+    assert parse_config({"model": {"base": "b"}, "training": {"recipe": "packed"}}).training.batching == "packed"
+    with pytest.raises(ConfigError, match="recipe reference trains one example per optimizer step"):
+        parse_config({"model": {"base": "b"}, "training": {"batching": "packed"}})

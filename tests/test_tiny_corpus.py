@@ -95,9 +95,10 @@ def test_self_instruct_completions_continue_with_the_next_label(stream, language
     for example in of_kind(stream, "self_instruct", language):
         shots = example.fields["examples"].split("\n")
         count = len(shots)
-        assert not example.chat
-        assert example.prompt == self_instruct_prompt(shots, language, int(example.fields["min_words"]))[0]
-        first, second = example.completion.split("\n")[:2]
+        task, prefill, _ = self_instruct_prompt(shots, language)
+        assert example.chat and example.prompt == task
+        assert example.completion.startswith(prefill) and prefill == example.fields["prefill"]
+        first, second = example.completion[len(prefill):].split("\n")[:2]
         assert 3 <= count_words(first) <= 500
         assert second.startswith(render_prompt("self_instruct_item", language, index=count + 2, text=""))
 

@@ -12,6 +12,7 @@ import yaml
 
 from selflengthen.config import ConfigError, RunConfig, default_config_path, load_config
 from selflengthen.errors import SelfLengthenError
+from selflengthen.storage import Storage
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -41,6 +42,12 @@ def handle_errors(func: F) -> F:
             sys.exit(130)
 
     return wrapper  # type: ignore[return-value]
+
+
+def check_file_writable(storage: Storage, uri: str) -> None:
+    """Fail now, not after the work, when the folder of the output file ``uri`` cannot be written."""
+    folder, sep, _ = uri.rpartition("/")
+    storage.check_writable(folder or ("/" if sep else "."))
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:

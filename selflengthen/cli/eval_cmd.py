@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from selflengthen.cli.common import ConfigOption, SetOption, handle_errors, load_run_config
+from selflengthen.cli.common import ConfigOption, SetOption, check_file_writable, fail, handle_errors, load_run_config
 from selflengthen.evaluation.benchmarks import BenchmarkName, load_benchmark
 from selflengthen.evaluation.judge import RubricName
 from selflengthen.evaluation.runner import generate_predictions, length_report, quality_report, write_jsonl
@@ -84,6 +84,8 @@ def length_command(
 ) -> None:
     """Length-following scores (0-100): LonGen per type, language and range; S_l per length bucket."""
     storage = get_storage(load_run_config(config, overrides).storage)
+    if per_prompt:
+        check_file_writable(storage, per_prompt)
     report = length_report(storage, benchmark, predictions)
     if per_prompt:
         write_jsonl(storage, per_prompt, report.prompts)
@@ -105,14 +107,20 @@ def quality_command(
     """LLM-judge quality scores; prompts the judge never scored are counted, never given a default."""
     cfg = load_run_config(config, overrides)
     storage = get_storage(cfg.storage)
+    if per_prompt:
+        check_file_writable(storage, per_prompt)
     judge = cfg.serving.judge.model_copy(update={"base_url": judge_endpoint, "model": judge_model})
     summary, verdicts = quality_report(cfg, storage, predictions, judge=judge, rubric=rubric)
     if per_prompt:
         write_jsonl(storage, per_prompt, verdicts)
+    _report(summary, as_json)
     if summary["unscored"]:
         reasons = ", ".join(f"{reason}: {count}" for reason, count in summary["unscored_reasons"].items())
-        typer.echo(f"warning: the judge never scored {summary['unscored']} of {summary['count']} prompts ({reasons})", err=True)
-    _report(summary, as_json)
+        scored = f"the judge scored {summary['scored']} of {summary['count']} prompts ({summary['unscored']} unscored: {reasons})"
+        if summary["scored"] < cfg.eval.min_scored_fraction * summary["count"]:
+            fail(f"{scored}; eval.min_scored_fraction={cfg.eval.min_scored_fraction} requires at least "
+                 f"{cfg.eval.min_scored_fraction * summary['count']:g}")  # fmt: skip
+        typer.echo(f"warning: {scored}", err=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -40,7 +40,7 @@ from selflengthen.errors import SelfLengthenError
 from selflengthen.logs import stage_logger
 from selflengthen.orchestration import serving
 from selflengthen.orchestration.layout import RunLayout
-from selflengthen.orchestration.steps import STEP_MARKER
+from selflengthen.orchestration.steps import FAILED_MARKER, STEP_MARKER, check_run_inputs
 from selflengthen.report import REPORT_JSON
 from selflengthen.storage import get_storage, is_s3_uri
 
@@ -50,11 +50,22 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _STARTED = re.compile(r"Executing task '([^']+)'")
 _FINISHED = re.compile(r"Task '([^']+)' finished with status (\w+)")
 _CACHED = re.compile(r"Task (\S+) cache hit")
-_ERROR_LINE = re.compile(r"^(selflengthen(?:\.\w+)+): (.+)$")
+_CAUSE = re.compile(r"^(?:error|[\w.]*(?:Error|Exception|Failed)): (.+)$")
 
 
 class PipelineFailed(SelfLengthenError):
     """A step of the local pipeline failed; the message names it and shows the end of its log."""
+
+
+class _StepFailedDeterministically(BaseException):
+    """Raised from the log watcher when a step reports a deterministic failure, to end the run
+    before kfp.local retries the step. A BaseException, so kfp.local's ``except Exception``
+    handlers let it through (its tasks run in this thread: the pipeline has no ParallelFor)."""
+
+    def __init__(self, task: str, cause: str) -> None:
+        super().__init__(cause)
+        self.task = task
+        self.cause = cause
 
 
 def _absolute(path: str | None) -> str | None:
@@ -121,6 +132,11 @@ class PipelineLog(io.TextIOBase):
 
     def _watch(self, line: str) -> None:
         self.task_lines.append(line)
+        if FAILED_MARKER in line:
+            failure = json.loads(line.split(FAILED_MARKER, 1)[1])
+            task = " ".join(part for part in (failure["step"], failure["label"]) if part)
+            self.console.print(f"[red]✗ {task} failed[/]", highlight=False)
+            raise _StepFailedDeterministically(task, failure["cause"])
         if STEP_MARKER in line:
             step = json.loads(line.split(STEP_MARKER, 1)[1])
             self.console.print(
@@ -200,27 +216,16 @@ def _pipeline_output(workdir: Path, console: Console, total: int) -> Iterator[Pi
             root.setLevel(level)
 
 
-def _user_error(lines: list[str]) -> str | None:
-    """The message of the last user-facing error (a SelfLengthenError) in a step's output: the last
-    line of its traceback, ``selflengthen.<module>.<Error>: message``."""
-    import importlib
-
-    for line in reversed(lines):
-        match = _ERROR_LINE.match(line.strip())
-        if match:
-            module, name = match.group(1).rsplit(".", 1)
-            with contextlib.suppress(ImportError):
-                error_type = getattr(importlib.import_module(module), name, None)
-                if isinstance(error_type, type) and issubclass(error_type, SelfLengthenError):
-                    return match.group(2)
-    return None
+def failure_cause(lines: list[str]) -> str | None:
+    """The last error a step's output reports (its ``error: ...`` line or its exception's last line)."""
+    causes = [match.group(1) for line in lines if (match := _CAUSE.match(line.strip()))]
+    return causes[-1] if causes else None
 
 
 def _failure_message(error: RuntimeError, failed: dict[str, list[str]], log_path: Path) -> str:
-    """The cause first (a step's user-facing error), then kfp.local's message and the end of each
-    failed step's output."""
-    causes = [f"step {task}: {cause}" for task, lines in failed.items() if (cause := _user_error(lines))]
-    parts = [*causes[:1], _ANSI.sub("", str(error))]
+    """The failed step and its cause first, then kfp.local's message and the end of each failed step's output."""
+    causes = [f"step {task} failed: {cause}" for task, lines in failed.items() if (cause := failure_cause(lines))]
+    parts = [*causes, _ANSI.sub("", str(error))]
     for task, lines in failed.items():
         parts.append(f"--- end of the output of step {task}:\n" + "\n".join(lines))
     parts.append(f"the whole output: {log_path}")
@@ -243,9 +248,10 @@ def run_local(config: RunConfig, workdir: str | Path, *, console: Console | None
             "selflengthen run needs execution.target local"
         )
     workdir = Path(workdir).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
     given = config
     config = local_config(config, workdir)
+    check_run_inputs(config)
+    workdir.mkdir(parents=True, exist_ok=True)
     console = console or Console(stderr=True)
     log = stage_logger(config.run_id, "run")
     if config.training.save_merged != given.training.save_merged:
@@ -267,6 +273,12 @@ def run_local(config: RunConfig, workdir: str | Path, *, console: Console | None
                 pipeline(config_json=config.to_json(), run_id=config.run_id)
             except RuntimeError as error:
                 raise PipelineFailed(_failure_message(error, output.failed, workdir / "logs" / LOG_NAME)) from None
+            except _StepFailedDeterministically as failure:
+                raise PipelineFailed(
+                    f"step {failure.task} failed: {failure.cause}\n"
+                    "(not retried: the same input fails every attempt alike; fix it and run again with the same "
+                    f"workdir to resume)\nthe whole output: {workdir / 'logs' / LOG_NAME}"
+                ) from None
     except BaseException:
         _stop_children(keep=earlier_children)
         serving.teardown_run(config)

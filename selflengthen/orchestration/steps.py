@@ -6,6 +6,11 @@ a rerun finds finished work and a resubmitted pipeline gets cache hits. Around t
 
 * logs its figures to the component's KFP ``Metrics`` output (when given),
 * prints one summary line (``STEP_MARKER`` + JSON) that the local runner shows as progress,
+* on a deterministic failure (a :class:`SelfLengthenError` that is not ``transient``) prints
+  ``FAILED_MARKER`` + JSON with the cause, on which the local runner stops the run at once: kfp.local
+  retries a failed task by count only (kfp 2.17, ``kfp/local/orchestrator/task_executor.py``), as
+  Kubeflow Pipelines does (a retry count with backoff in the compiled task), so without it bad input
+  would be run ``pipeline.retries`` more times;
 * appends its timing (process start, call start and end) to ``timings.jsonl`` of the local run's
   folder when there is one (``bench/local_run_breakdown.py`` reads it).
 
@@ -26,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from selflengthen.config import ConfigError, Role, RunConfig, parse_config
+from selflengthen.errors import SelfLengthenError
 from selflengthen.logs import stage_logger
 from selflengthen.orchestration import serving
 from selflengthen.orchestration.layout import (
@@ -41,6 +47,9 @@ from selflengthen.orchestration.layout import (
 from selflengthen.storage import get_storage
 
 STEP_MARKER = "::selflengthen-step::"
+# Printed (+ JSON with the step and the cause) by a step that failed deterministically: the local
+# runner stops the run at once instead of letting kfp.local retry it (every attempt would fail alike).
+FAILED_MARKER = "::selflengthen-failed::"
 TIMINGS_NAME = "timings.jsonl"
 
 
@@ -109,8 +118,13 @@ def step(name: str, *, imports: tuple[str, ...] = ()) -> Callable[[Callable[...,
             started = time.time()
             # a step reading a served model keeps its server's lease (selflengthen gc spares it)
             held = serving.server_kept(config, kwargs["endpoint"]) if kwargs.get("endpoint") else contextlib.nullcontext()
-            with held:
-                result = func(config, **kwargs)
+            try:
+                with held:
+                    result = func(config, **kwargs)
+            except SelfLengthenError as error:
+                if not error.transient:
+                    print(FAILED_MARKER + json.dumps({"step": name, "label": label, "cause": str(error)}), flush=True)
+                raise
             ended = time.time()
             if metrics is not None:
                 log_metrics(metrics, result.metrics)
@@ -136,14 +150,58 @@ def _stage_result(result: Any, noun: str) -> StepResult:
 # --------------------------------------------------------------------------- model and servers
 
 
+def tiny_model_missing(config: RunConfig) -> bool:
+    """Whether the prepare step is to build the tiny model at ``model.base``."""
+    from selflengthen.storage import is_s3_uri
+
+    base = config.model.base
+    return config.model.build_tiny and not is_s3_uri(base) and not (Path(base) / "config.json").exists()
+
+
+def check_base(config: RunConfig, base: str) -> None:
+    """The base model at ``base`` must be a causal LM folder; a local one must also hold readable weights."""
+    from selflengthen.storage import is_s3_uri
+    from selflengthen.training.model import check_base_model, check_weights
+
+    check_base_model(get_storage(config.storage), base, trust_remote_code=config.training.trust_remote_code)
+    if not is_s3_uri(base):
+        check_weights(Path(base.removeprefix("file://")), f"base model {base}")
+
+
+def check_run_inputs(config: RunConfig) -> None:
+    """What a run reads before its first step: the base model (unless the tiny model is to be built
+    there), the seed instructions and the benchmark files. A run checks them before it starts, as
+    every attempt of a step would fail on them alike: KFP retries a failed step by count only, not
+    by cause (kfp 2.17, kfp/local/orchestrator/task_executor.py: ``for attempt in
+    range(max_retries + 1)`` over the task's status; on Kubeflow the retry policy compiles to a
+    retry count with backoff)."""
+    from selflengthen.evaluation.benchmarks import HF_DATASETS_SCHEME, load_benchmark
+    from selflengthen.stages.self_instruct import load_seeds
+
+    from selflengthen.modelio import HUB_SCHEME, localize
+
+    base = config.model.base
+    if base.startswith(HUB_SCHEME):
+        # The hub cache must hold it (offline: the error names the id and how to provide it); the
+        # prepare step pins it and, for an S3 workdir, copies it below the run.
+        base = str(localize(base, config.storage))
+    if not tiny_model_missing(config):
+        check_base(config, base)
+    if config.self_instruct.seeds_uri:
+        load_seeds(config, config.self_instruct.seeds_uri)
+    if config.eval.enabled:
+        for benchmark in config.eval.benchmarks:
+            source = config.eval.benchmark_files.get(benchmark)
+            if source is None or not source.startswith(HF_DATASETS_SCHEME):
+                load_benchmark(get_storage(config.storage), benchmark, source)
+
+
 @step("prepare", imports=("selflengthen.training.model",))
 def prepare(config: RunConfig, *, iterations: int) -> StepResult:
     """The base model URI, checked, after building the tiny model there when the config asks for it
     and it is missing; for an ``hf://`` base, the run's pinned copy of it. ``iterations``: how many
     the pipeline was compiled for (a submitted config must ask for as many)."""
     from selflengthen.modelio import HUB_SCHEME
-    from selflengthen.storage import is_s3_uri
-    from selflengthen.training.model import check_base_model
 
     if config.iterations != iterations:
         raise ConfigError(
@@ -155,12 +213,12 @@ def prepare(config: RunConfig, *, iterations: int) -> StepResult:
         from selflengthen.orchestration.base_model import resolve_base_model
 
         base = resolve_base_model(config)
-    built = config.model.build_tiny and not is_s3_uri(base) and not (Path(base) / "config.json").exists()
+    built = tiny_model_missing(config)
     if built:
         from selflengthen.tiny_model import build_tiny_model
 
         build_tiny_model(base, pretrain_steps=config.model.tiny_pretrain_steps)
-    check_base_model(get_storage(config.storage), base, trust_remote_code=config.training.trust_remote_code)
+    check_base(config, base)
     return StepResult(base, f"base model {base}" + (" (tiny model built)" if built else ""))
 
 

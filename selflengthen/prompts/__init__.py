@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, Literal
 
 from selflengthen.config import Language
 
 PROMPT_NAMES = ("self_instruct", "self_instruct_item", "judge_suitability", "extend", "length_rewrite")
 
-# Affirmative answers of the suitability judge, per language (compared to the answer's start).
+# Affirmative answers of the suitability judge, per language: the first is the exact answer the
+# reference accepts, the others are accepted by the lenient match (compared to the answer's start).
 JUDGE_YES = {"en": ("yes",), "zh": ("是", "适合", "yes")}
 
 
@@ -37,23 +38,28 @@ def render_prompt(name: str, language: Language, **fields: Any) -> str:
         raise KeyError(f"prompt {name!r} ({language}) needs field {error.args[0]!r}") from None
 
 
-def self_instruct_prompt(examples: list[str], language: Language, min_words: int) -> tuple[str, str]:
-    """The few-shot completion prompt and the stop marker (the next-but-one instruction's label).
+def self_instruct_prompt(examples: list[str], language: Language) -> tuple[str, str, str]:
+    """The user turn, the assistant prefill and the stop marker of one self-instruct proposal.
 
-    Examples are numbered 1..k and the prompt ends with the open label k+1, so the model writes one
-    new instruction; generation stops at label k+2.
+    As the reference (QwenLM/Self-Lengthen ``qwen/prompt_templates/self_instruct.md``), the task is
+    the user turn and the assistant turn is pre-filled with the examples numbered 1..k and the open
+    label k+1, so the model continues with one new instruction; generation stops at a newline
+    followed by label k+2, so an instruction may span several lines.
     """
     items = [render_prompt("self_instruct_item", language, index=i + 1, text=t) for i, t in enumerate(examples)]
-    open_label = render_prompt("self_instruct_item", language, index=len(examples) + 1, text="").rstrip()
-    stop = render_prompt("self_instruct_item", language, index=len(examples) + 2, text="").rstrip()
-    stop = stop.rstrip(":：").rstrip()
-    body = render_prompt("self_instruct", language, min_words=min_words, examples="\n".join(items + [open_label]))
-    return body.rstrip("\n") + " " if language == "en" else body.rstrip("\n"), stop
+    open_label = render_prompt("self_instruct_item", language, index=len(examples) + 1, text="")
+    stop = render_prompt("self_instruct_item", language, index=len(examples) + 2, text="").rstrip().rstrip(":：")
+    prefill = "\n".join([*items, open_label])
+    return render_prompt("self_instruct", language).strip(), prefill, "\n" + stop
 
 
-def is_affirmative(answer: str, language: Language) -> bool:
-    """Whether a judge answer says yes (leading words, case-insensitive)."""
-    head = answer.strip().lstrip("\"'“").lower()
+def is_affirmative(answer: str, language: Language, match: Literal["exact", "lenient"] = "exact") -> bool:
+    """Whether a judge answer says yes: ``exact`` (the reference) the whole answer is the yes word
+    (case and surrounding space ignored); ``lenient`` it starts with a yes-like word."""
+    head = answer.strip().lower()
+    if match == "exact":
+        return head == JUDGE_YES[language][0]
+    head = head.lstrip("\"'“")
     return any(head.startswith(word) for word in JUDGE_YES[language])
 
 

@@ -139,14 +139,15 @@ def run_units(
     if manifest is not None:
         log.info("already complete at %s (%d records); skipped", output_uri, manifest.count)
         return StageResult(output_uri, manifest, skipped=True, metrics=manifest.metrics)
+    storage.check_writable(output_uri)
     if resume is not None:
         resume(checkpoint.collected(output_model, Failure)[0])
     endpoint = getattr(config.serving, role)
-    log.info("%d units -> %s via %s (%s)", len(units), output_uri, endpoint.base_url, endpoint.model)
 
     async def main() -> None:
         async with GenerationClient(endpoint, tokenizer=tokenizer_for(config, endpoint), role=role) as client:
             await client.check_health()
+            log.info("%d units -> %s via %s (%s)", len(units), output_uri, endpoint.base_url, endpoint.model)
             await _process_units(client, config, units, work, checkpoint, stage)
 
     asyncio.run(main())
@@ -175,18 +176,27 @@ def run_stage(
     metrics: Metrics,
     sections: Sequence[str],
     iteration: int | None = None,
+    keep: Callable[[list[Record]], list[Record]] | None = None,
 ) -> StageResult:
     """``run_units`` over the records of dataset (or JSONL file) ``input_uri``, one unit per record;
-    the input's checksum is part of the fingerprint."""
+    the input's checksum is part of the fingerprint. ``keep`` chooses the records worked on (the
+    metrics then count the input records and those not kept)."""
     storage = get_storage(config.storage)
     records = load_records(storage, input_uri, input_model)
     if not records:
         raise DataError(f"{input_uri} holds no records for stage {stage}")
+    kept = records if keep is None else keep(records)
+    if keep is not None:
+        stage_metrics = metrics
+
+        def metrics(outputs: list, failures: list[Failure]) -> dict:
+            return {"input_records": len(records), "input_not_kept": len(records) - len(kept), **stage_metrics(outputs, failures)}
+
     return run_units(
         config,
         stage=stage,
         role=role,
-        units=[(record.id, record) for record in records],
+        units=[(record.id, record) for record in kept],
         output_uri=output_uri,
         output_model=output_model,
         work=work,

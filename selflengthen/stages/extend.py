@@ -1,6 +1,12 @@
-"""docs/method.md, step 3: two-stage, multi-round extension of initial responses by the Extender."""
+"""docs/method.md, step 3: two-stage, multi-round extension of initial responses by the Extender.
+
+Each initial response runs ``extend.chains`` independent chains (reference: two, each its own
+record, as in QwenLM/Self-Lengthen ``qwen/step2_ext_responses.py``); a chain retries up to
+``extend.attempts`` attempts until one passes ``min_ratio``."""
 
 from __future__ import annotations
+
+import asyncio
 
 from selflengthen.client import GenerationClient, seeded
 from selflengthen.config import RunConfig
@@ -10,6 +16,7 @@ from selflengthen.prompts import render_prompt
 from selflengthen.records import ExtensionRound, Failure, Response, stable_id
 from selflengthen.fingerprint import checks_sections
 from selflengthen.stages.common import StageResult, run_stage
+from selflengthen.stages.select import length_biased_sample
 from selflengthen.text import check_text, count_words, keep_leading_fraction, split_halves
 
 STAGE = "extend"
@@ -17,30 +24,32 @@ REFUSALS = (PROMPT_TOO_LONG, REFUSED)
 
 
 async def extend_round(
-    client: GenerationClient, config: RunConfig, response: Response, current: str, attempt: int, round_index: int
+    client: GenerationClient, config: RunConfig, response: Response, current: str, step: tuple[int, int, int]
 ) -> ExtensionRound:
     """One round: stage 1 enriches the first half, stage 2 continues from its kept part.
 
     A request refused for its prompt (it outgrew the model's context) ends the round with the
     refusal's reason (``prompt_too_long``, ``refused``) instead of failing the response."""
+    chain, attempt, round_index = step
     try:
-        return await _extend_round(client, config, response, current, attempt, round_index)
+        return await _extend_round(client, config, response, current, step)
     except RequestRefused as error:
-        return ExtensionRound(attempt=attempt, round=round_index, reason=error.reason)
+        return ExtensionRound(chain=chain, attempt=attempt, round=round_index, reason=error.reason)
 
 
 async def _extend_round(
-    client: GenerationClient, config: RunConfig, response: Response, current: str, attempt: int, round_index: int
+    client: GenerationClient, config: RunConfig, response: Response, current: str, step: tuple[int, int, int]
 ) -> ExtensionRound:
     settings = config.extend
     checks = config.checks.for_language(response.language)
-    record = ExtensionRound(attempt=attempt, round=round_index)
+    chain, attempt, round_index = step
+    record = ExtensionRound(chain=chain, attempt=attempt, round=round_index)
     first_half, _ = split_halves(current)
     if not first_half.strip():
         record.reason = "too_short_to_split"
         return record
     stage1_prompt = render_prompt("extend", response.language, query=response.query, response=first_half)
-    sampling = {step: seeded(settings.sampling, STAGE, response.id, attempt, round_index, step) for step in (1, 2)}
+    sampling = {part: seeded(settings.sampling, STAGE, response.id, *step, part) for part in (1, 2)}
     (stage1,) = await client.chat([{"role": "user", "content": stage1_prompt}], sampling[1])
     if stage1.finish_reason == "length":
         record.reason = "stage1_truncated"
@@ -62,6 +71,13 @@ async def _extend_round(
 
 
 async def extend_response(client: GenerationClient, config: RunConfig, response: Response) -> tuple[list[Response], list[Failure]]:
+    """``chains`` independent extension chains of one initial response; each successful chain is
+    its own extended record, each chain that never succeeds its own failure."""
+    results = await asyncio.gather(*(extend_chain(client, config, response, chain) for chain in range(config.extend.chains)))
+    return [r for r in results if isinstance(r, Response)], [r for r in results if isinstance(r, Failure)]
+
+
+async def extend_chain(client: GenerationClient, config: RunConfig, response: Response, chain: int) -> Response | Failure:
     """Up to ``attempts`` attempts of up to ``rounds`` compounding rounds; the first attempt whose
     final text is longer than ``min_ratio`` x the initial length wins.
 
@@ -73,7 +89,7 @@ async def extend_response(client: GenerationClient, config: RunConfig, response:
     for attempt in range(1, settings.attempts + 1):
         best_text, best_words = response.text, response.words
         for round_index in range(1, settings.rounds + 1):
-            record = await extend_round(client, config, response, best_text, attempt, round_index)
+            record = await extend_round(client, config, response, best_text, (chain, attempt, round_index))
             if record.reason is None and record.words <= best_words:
                 record.reason = "not_longer"
             record.accepted = record.reason is None
@@ -83,13 +99,14 @@ async def extend_response(client: GenerationClient, config: RunConfig, response:
             elif record.reason in REFUSALS:
                 break
         if best_words > settings.min_ratio * response.words:
-            extended = Response(
-                id=stable_id(response.id, "extended"),
+            return Response(
+                id=stable_id(response.id, "extended", chain),
                 query_id=response.query_id,
                 query=response.query,
                 language=response.language,
                 kind="extended",
                 sample_index=response.sample_index,
+                chain=chain,
                 iteration=response.iteration,
                 text=best_text,
                 words=best_words,
@@ -100,21 +117,20 @@ async def extend_response(client: GenerationClient, config: RunConfig, response:
                 initial_words=response.words,
                 rounds=history,
             )
-            return [extended], []
     reasons = sorted({r.reason for r in history if r.reason})
-    failure = Failure(
-        id=stable_id(response.id, STAGE, "failure"),
+    return Failure(
+        id=stable_id(response.id, STAGE, chain, "failure"),
         stage=STAGE,
         query_id=response.query_id,
         reason="below_min_ratio",
         attempts=settings.attempts,
-        detail=f"round rejections: {', '.join(reasons) or 'none'}",
+        detail=f"chain {chain}; round rejections: {', '.join(reasons) or 'none'}",
     )
-    return [], [failure]
 
 
 def extend_metrics(outputs: list[Response], failures: list[Failure]) -> dict:
-    """Acceptance and round-level rejection counts of the stage."""
+    """Acceptance (per chain: an initial response gives up to ``chains`` records) and round-level
+    rejection counts of the stage."""
     rounds = [r for response in outputs for r in response.rounds]
     rejected: dict[str, int] = {}
     for record in rounds:
@@ -130,7 +146,11 @@ def extend_metrics(outputs: list[Response], failures: list[Failure]) -> dict:
 
 
 def run_extend(config: RunConfig, *, responses: str, output: str) -> StageResult:
-    """Extend every initial response in dataset ``responses``; write the extended ones to ``output``."""
+    """Extend the initial responses in dataset ``responses``; write the extended ones to ``output``.
+
+    With ``select.length_biased_initial`` only the initial responses that survive length-biased
+    sampling (docs/method.md, step 5) are extended; the metrics count the others (``input_not_kept``)."""
+    sample = config.select.length_biased_initial
     return run_stage(
         config,
         stage=STAGE,
@@ -141,5 +161,6 @@ def run_extend(config: RunConfig, *, responses: str, output: str) -> StageResult
         output_model=Response,
         work=extend_response,
         metrics=extend_metrics,
-        sections=["extend", *checks_sections(config)],
+        sections=["extend", *(["select", "seed"] if sample else []), *checks_sections(config)],
+        keep=(lambda records: length_biased_sample(records, config.select, config.seed)) if sample else None,
     )

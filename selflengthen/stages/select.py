@@ -1,4 +1,8 @@
-"""docs/method.md, steps 4-5: the checks, then seeded length-biased sampling of the survivors."""
+"""docs/method.md, steps 4-5: the checks, then seeded length-biased sampling of the survivors.
+
+The same sampling thins the initial responses before extension (``select.length_biased_initial``,
+applied by the extend stage), as the reference's ``drop_short`` does in
+``qwen/step1_gen_initial_responses.py``."""
 
 from __future__ import annotations
 
@@ -23,19 +27,24 @@ def keep_probability(rank: float, settings: SelectConfig) -> float:
 
 
 def length_biased_sample(responses: list[Response], settings: SelectConfig, seed: int) -> list[Response]:
-    """Keep each response with the probability of its length rank; deterministic for a seed.
+    """Keep each response with the probability of its length rank; deterministic for a seed; in
+    the order given.
 
-    Responses are ranked by (words, id); the i-th shortest of n has rank 1 - i/n. Each record's
-    draw depends only on the seed and its id, so a rerun keeps the same records.
+    Responses are ranked by (words, id), within their language when ``rank_within_language``
+    (words and Chinese characters are not one scale); the i-th shortest of n has rank 1 - i/n.
+    Each record's draw depends only on the seed and its id, so a rerun keeps the same records.
     """
-    ordered = sorted(responses, key=lambda r: (r.words, r.id))
-    count = len(ordered)
-    kept = []
-    for index, response in enumerate(ordered):
-        rank = 1.0 - index / count
-        if random.Random(f"{seed}-{response.id}").random() < keep_probability(rank, settings):
-            kept.append(response)
-    return kept
+    groups: dict[str, list[Response]] = {}
+    for response in responses:
+        groups.setdefault(response.language if settings.rank_within_language else "all", []).append(response)
+    kept_ids = set()
+    for group in groups.values():
+        ordered = sorted(group, key=lambda r: (r.words, r.id))
+        for index, response in enumerate(ordered):
+            rank = 1.0 - index / len(ordered)
+            if random.Random(f"{seed}-{response.id}").random() < keep_probability(rank, settings):
+                kept_ids.add(response.id)
+    return [response for response in responses if response.id in kept_ids]
 
 
 def select_responses(responses: list[Response], config: RunConfig, seed: int) -> tuple[list[Response], Counter[str]]:
@@ -52,8 +61,7 @@ def select_responses(responses: list[Response], config: RunConfig, seed: int) ->
         return passing, rejected
     kept = length_biased_sample(passing, config.select, seed)
     rejected["length_biased_sampling"] = len(passing) - len(kept)
-    order = {response.id: i for i, response in enumerate(responses)}
-    return sorted(kept, key=lambda r: order[r.id]), rejected
+    return kept, rejected
 
 
 def run_select(config: RunConfig, *, input: str, output: str, iteration: int = 1) -> Manifest:
@@ -70,6 +78,7 @@ def run_select(config: RunConfig, *, input: str, output: str, iteration: int = 1
         log.info("already complete at %s (%d records); skipped", output, done.count)
         return done
     responses = load_records(storage, input, Response)
+    storage.check_writable(output)
     kept, rejected = select_responses(responses, config, seed=config.seed * 1000 + iteration)
     metrics = {
         "input": len(responses),

@@ -1,4 +1,4 @@
-"""docs/method.md, step 1: new long-writing instructions by few-shot completion, judged by the model."""
+"""docs/method.md, step 1: new long-writing instructions by few-shot continuation of a chat turn, judged by the model."""
 
 from __future__ import annotations
 
@@ -25,12 +25,19 @@ def normalize(text: str) -> str:
 
 
 class InstructionPool:
-    """Seeds plus accepted instructions per language, with the keys already taken (dedup)."""
+    """Seeds plus accepted instructions per language, with the keys already taken (dedup).
 
-    def __init__(self, seeds: dict[Language, list[str]], grow: bool):
+    With ``grow`` accepted instructions join the few-shot examples; with ``reset_every`` the
+    examples of a language go back to its seeds after that many accepted instructions (the
+    reference restarts from its seeds every 500, QwenLM/Self-Lengthen ``qwen/step0_self_instruct.py``)."""
+
+    def __init__(self, seeds: dict[Language, list[str]], grow: bool, reset_every: int = 0):
+        self.seeds = {language: list(texts) for language, texts in seeds.items()}
         self.examples = {language: list(texts) for language, texts in seeds.items()}
         self.taken = {normalize(t) for texts in seeds.values() for t in texts}
         self.grow = grow
+        self.reset_every = reset_every
+        self.accepted = {language: 0 for language in seeds}
 
     def claim(self, text: str, language: Language) -> bool:
         """Take ``text`` if it is new; False for a duplicate."""
@@ -38,7 +45,10 @@ class InstructionPool:
         if not key or key in self.taken:
             return False
         self.taken.add(key)
-        if self.grow:
+        self.accepted[language] += 1
+        if self.reset_every and self.accepted[language] % self.reset_every == 0:
+            self.examples[language] = list(self.seeds[language])
+        elif self.grow:
             self.examples[language].append(text)
         return True
 
@@ -62,8 +72,10 @@ def load_seeds(config: RunConfig, seeds_uri: str | None) -> dict[Language, list[
     return seeds
 
 
-def first_line(text: str) -> str:
-    return text.strip().split("\n", 1)[0].strip() if text.strip() else ""
+def candidate_text(completion: str, multi_line: bool) -> str:
+    """The proposed instruction: the whole completion (the stop marker ends it), or its first line."""
+    text = completion.strip()
+    return text if multi_line or not text else text.split("\n", 1)[0].strip()
 
 
 def make_slot_worker(pool: InstructionPool, iteration: int):
@@ -76,11 +88,11 @@ def make_slot_worker(pool: InstructionPool, iteration: int):
         for attempt in range(1, settings.max_attempts_per_slot + 1):
             rng = random.Random(f"{config.seed}-{iteration}-{language}-{index}-{attempt}")
             examples = rng.sample(pool.examples[language], settings.examples_per_prompt)
-            prompt, stop = self_instruct_prompt(examples, language, settings.judge_min_words)
+            task, prefill, stop = self_instruct_prompt(examples, language)
             slot_key = (STAGE, config.run_id, iteration, language, index, attempt)
             sampling = seeded(settings.sampling, *slot_key).model_copy(update={"stop": [*settings.sampling.stop, stop]})
-            (completion,) = await client.complete(prompt, sampling)
-            candidate = first_line(completion.text)
+            (completion,) = await client.continue_chat([{"role": "user", "content": task}], prefill, sampling)
+            candidate = candidate_text(completion.text, settings.multi_line)
             reason = _reject_reason(candidate, language, config)
             if reason is None:
                 judge_prompt = render_prompt(
@@ -88,7 +100,7 @@ def make_slot_worker(pool: InstructionPool, iteration: int):
                 )
                 judge_sampling = seeded(settings.judge_sampling, *slot_key, "judge")
                 (verdict,) = await client.chat([{"role": "user", "content": judge_prompt}], judge_sampling)
-                if not is_affirmative(verdict.text, language):
+                if not is_affirmative(verdict.text, language, settings.judge_match):
                     reason = "judged_unsuitable"
                 elif not pool.claim(candidate, language):
                     reason = "duplicate"
@@ -153,7 +165,8 @@ def run_self_instruct(config: RunConfig, *, output: str, iteration: int = 1, see
     """
     seeds_uri = seeds or config.self_instruct.seeds_uri
     seed_texts = load_seeds(config, seeds_uri)
-    pool = InstructionPool(seed_texts, grow=config.self_instruct.use_accepted_pool)
+    settings = config.self_instruct
+    pool = InstructionPool(seed_texts, grow=settings.use_accepted_pool, reset_every=settings.pool_reset_every)
     return run_units(
         config,
         stage=STAGE,

@@ -6,6 +6,7 @@ import random
 
 from selflengthen.config import RunConfig
 from selflengthen.datasets import existing_dataset, input_checksum, load_records, write_records
+from selflengthen.errors import DataError
 from selflengthen.fingerprint import stage_fingerprint
 from selflengthen.logs import stage_logger
 from selflengthen.prompts import render_prompt
@@ -24,10 +25,13 @@ def drop_lines(text: str, probability: float, rng: random.Random) -> str:
     return "\n".join(kept).strip()
 
 
-def sft_examples(response: Response, config: RunConfig) -> tuple[SftExample, SftExample]:
-    """(Generator example, Extender example) for one extended response."""
+def sft_examples(response: Response, config: RunConfig, source: str = "input") -> tuple[SftExample, SftExample]:
+    """(Generator example, Extender example) for one extended response read from ``source``."""
     if response.kind != "extended" or response.initial_text is None:
-        raise ValueError(f"response {response.id} is not an extended response with its initial text")
+        raise DataError(
+            f"{source}: record {response.id!r} is not an extended response with its initial text "
+            f"(kind {response.kind!r}); sft-data reads the output of extend or select"
+        )
     rng = random.Random(f"{config.seed}-{response.id}-dropout")
     answer = ChatMessage(role="assistant", content=response.text)
     generator = SftExample(
@@ -67,8 +71,15 @@ def run_sft_data(config: RunConfig, *, extended: str | list[str], output: str, i
     if all(existing_dataset(storage, uri, fingerprint, config.on_change) is not None for uri in uris.values()):
         log.info("already complete at %s; skipped", output)
         return uris
-    responses = [r for uri in sources for r in load_records(storage, uri, Response)]
-    pairs = [sft_examples(r, config) for r in responses]
+    pairs, origin = [], {}  # origin: id -> the earlier input holding it
+    for uri in sources:
+        responses = load_records(storage, uri, Response)
+        for response in responses:
+            if response.id in origin:
+                raise DataError(f"{uri}: duplicate id {response.id!r} (also in {origin[response.id]})")
+            pairs.append(sft_examples(response, config, uri))
+        origin.update(dict.fromkeys((response.id for response in responses), uri))
+    storage.check_writable(output)
     for index, role in enumerate(uris):
         write_records(
             storage,

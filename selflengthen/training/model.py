@@ -70,6 +70,22 @@ def check_base_model(storage: Storage, uri: str, *, trust_remote_code: bool) -> 
         raise TrainingError(f"{what}: invalid config.json: {error}") from None
 
 
+def check_weights(folder: Path, what: str) -> None:
+    """``folder`` must hold weights, each safetensors file with a readable header: a zero-byte or
+    cut-off file fails here with its name, not deep inside ``from_pretrained``."""
+    from safetensors import SafetensorError, safe_open
+
+    files = sorted(folder.glob("*.safetensors"))
+    if not files and not any(folder.glob("*.bin")):
+        raise TrainingError(f"{what}: no weights (*.safetensors or *.bin) in {folder}")
+    for path in files:
+        try:
+            with safe_open(str(path), framework="pt"):
+                pass
+        except (SafetensorError, OSError) as error:
+            raise TrainingError(f"{what}: {path.name} is not a readable safetensors file ({error})") from None
+
+
 def linear_module_names(model_config: Any) -> set[str]:
     """Leaf names of the linear layers of the architecture (built on the meta device, no weights)."""
     from transformers import AutoModelForCausalLM

@@ -8,7 +8,7 @@ Layout of ``<output>/`` (a local path or ``s3://``)::
     metrics.json  steps, tokens, loss curve, tokens/s, peak memory, padding and data accounting
     checkpoints/  only while the run is unfinished: checkpoint-<step>/ (Trainer + DeepSpeed state,
                   optimizer and scheduler included) and checkpoint-<step>/COMPLETE once it is whole;
-                  fingerprint.json, written before the first checkpoint
+                  fingerprint.json, written with the first checkpoint
     COMPLETE      written last: a JSON :class:`TrainedModel` with the run's fingerprint; nothing
                   above counts without it
 
@@ -191,20 +191,23 @@ class CheckpointStore:
         self.uri = join_uri(output_uri, CHECKPOINTS_DIR)
         self.local_dir = root / CHECKPOINTS_DIR  # the Trainer's output_dir
         self.remote = is_s3_uri(output_uri)
+        self.fingerprint: Fingerprint | None = None  # set by open()
 
     def open(self, fingerprint: Fingerprint, on_change: str, *, world_main: bool) -> None:
         """Apply the rerun rule to checkpoints of an earlier attempt (continued only under the same
-        fingerprint; refused, or with ``on_change`` redo deleted, otherwise), then record
-        ``fingerprint`` before the first checkpoint. Every process calls it."""
-        marker = join_uri(self.uri, FINGERPRINT_NAME)
-        started = self.storage.exists(marker)
+        fingerprint; refused, or with ``on_change`` redo deleted, otherwise). ``fingerprint`` is
+        recorded with the first checkpoint (:meth:`commit`), so a run that fails before its first
+        step leaves nothing at the output. Every process calls it."""
+        self.fingerprint = fingerprint
+        started = self.storage.exists(self._marker)
         if started or self.complete_steps():
-            recorded = parse_fingerprint(self.storage.read_text(marker)) if started else None
+            recorded = parse_fingerprint(self.storage.read_text(self._marker)) if started else None
             reconcile(self.uri, recorded, fingerprint, on_change, discard=lambda: self._discard(world_main), what="training checkpoint")
         barrier()
-        if world_main and not self.storage.exists(marker):
-            self.storage.write_text(marker, fingerprint.model_dump_json(indent=2))
-        barrier()
+
+    @property
+    def _marker(self) -> str:
+        return join_uri(self.uri, FINGERPRINT_NAME)
 
     def _discard(self, world_main: bool) -> None:
         if world_main:
@@ -233,6 +236,8 @@ class CheckpointStore:
             self.storage.upload_dir(self.local_dir / name, join_uri(self.uri, name))
         barrier()
         if world_main:
+            if not self.storage.exists(self._marker):
+                self.storage.write_text(self._marker, self.fingerprint.model_dump_json(indent=2))
             self.storage.write_text(join_uri(self.uri, name, COMPLETE_NAME), json.dumps({"step": step}))
             if self.remote:
                 for old in self.complete_steps()[:-KEEP_CHECKPOINTS]:

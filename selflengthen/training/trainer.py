@@ -38,7 +38,14 @@ from selflengthen.records import SftExample
 from selflengthen.storage import Storage, get_storage, join_uri
 from selflengthen.training.batching import MicroBatchCollator, MicroBatchDataset, plan_batches, plan_stats
 from selflengthen.training.data import tokenize_examples, validate_examples
-from selflengthen.training.model import check_adapter, check_base_model, check_lora_targets, load_for_training, merge_adapter
+from selflengthen.training.model import (
+    check_adapter,
+    check_base_model,
+    check_lora_targets,
+    check_weights,
+    load_for_training,
+    merge_adapter,
+)
 from selflengthen.training.output import (
     ADAPTER_DIR,
     KEEP_CHECKPOINTS,
@@ -208,6 +215,7 @@ def train_role(
         log.info("output %s is already complete (%d steps); not training again", output_uri, done.steps)
         return read_metrics(storage, output_uri)
     examples = _check_inputs(storage, training, role, data_uri, base_model_uri, adapter_from_uri)
+    storage.check_writable(output_uri)
     runtime = resolve_runtime(training)
     if runtime.deepspeed is not None:
         ensure_process_group_env()
@@ -222,6 +230,7 @@ def train_role(
         adapter_dir = _localize(adapter_from_uri, config, "adapter") if adapter_from_uri else None
         committed = checkpoints.complete_steps()
         resume_dir = checkpoints.fetch(committed[-1]) if committed else None
+    check_weights(base_dir, f"base model {base_model_uri}")
 
     tokenizer = AutoTokenizer.from_pretrained(str(base_dir), trust_remote_code=training.trust_remote_code)
     tokenized, report = tokenize_examples(

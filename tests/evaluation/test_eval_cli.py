@@ -258,6 +258,7 @@ def test_quality_with_a_scripted_judge(tmp_path, scripted_server):
     result = run(
         "eval", "quality", "-p", path, "--judge-endpoint", server.base_url, "--judge-model", "scripted",
         "--rubric", "longbench-write", "--json", "--output", str(verdicts), "--set", "eval.judge_retries=1",
+        "--set", "eval.min_scored_fraction=0.6",
     )  # fmt: skip
 
     assert result.exit_code == 0, result.output
@@ -269,11 +270,29 @@ def test_quality_with_a_scripted_judge(tmp_path, scripted_server):
     assert summary["S_l"] == pytest.approx(s_l)
     assert summary["overall"] == pytest.approx((s_q + s_l) / 2)
     assert (summary["scored"], summary["unscored"], summary["unscored_reasons"]) == (2, 1, {"unreadable": 1})
-    assert "warning: the judge never scored 1 of 3 prompts (unreadable: 1)" in result.stderr
+    assert "warning: the judge scored 2 of 3 prompts (1 unscored: unreadable: 1)" in result.stderr
     lines = [json.loads(line) for line in verdicts.read_text().splitlines()]
     assert [line["attempts"] for line in lines] == [1, 1, 2]
     assert lines[2] == {"index": 2, "attempts": 2, "reason": "unreadable", "detail": "no JSON object in the answer", "answer": "no idea"}
     assert {request["model"] for request in server.requests} == {"scripted"}
+
+
+def test_quality_fails_when_fewer_prompts_are_scored_than_required(tmp_path, scripted_server):
+    server = scripted_server(scripted_judge)
+    predictions = [{"prompt": f"Write {i}.", "response": r} for i, r in enumerate(["GOOD-A", "NEVER"])]
+    path = write_jsonl(tmp_path / "pred.jsonl", predictions)
+    args = ["eval", "quality", "-p", path, "--judge-endpoint", server.base_url, "--judge-model", "scripted",
+            "--rubric", "longbench-write", "--json", "--set", "eval.judge_retries=0"]  # fmt: skip
+
+    result = run(*args)  # the default: every prompt must be scored
+
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[0] == (
+        "error: the judge scored 1 of 2 prompts (1 unscored: unreadable: 1); "
+        "eval.min_scored_fraction=1.0 requires at least 2"
+    )
+    assert json.loads(result.stdout)["scored"] == 1  # the scores are still reported
+    assert run(*args, "--set", "eval.min_scored_fraction=0.5").exit_code == 0
 
 
 def test_quality_rejects_an_unknown_rubric_and_predictions_without_a_prompt(tmp_path):

@@ -73,7 +73,10 @@ def test_seeded_samples_differ_and_a_rerun_draws_the_same(tmp_path, endpoint_con
         model={"base": str(served_model_dir)},
         generate={"sampling": {"max_tokens": 12, "temperature": 1.0, "seed": 5}},
         report={"heldout_queries": 2, "heldout_samples": 2},
-        serving={"generator": endpoint_config.model_dump()},
+        # One request at a time: transformers serve seeds the global torch generator per request
+        # (transformers/cli/serving/utils.py, set_torch_seed), so
+        # concurrent requests would draw from each other's seeds (vLLM keeps a generator per request).
+        serving={"generator": {**endpoint_config.model_dump(), "max_concurrency": 1}},
     )
     runs = []
     for name in ("first", "second"):

@@ -41,13 +41,13 @@ def test_log_metrics_logs_and_writes_the_artifact_file(tmp_path) -> None:
     assert json.loads(Path(artifact.path).read_text()) == {"a_b": 2}
 
 
-def extended_responses(config) -> str:
-    initial = [response(essay(40 + i, seed=i), query=f"Write about topic {i}.", index=i) for i in range(6)]
+def extended_responses(config, iteration: int = 1) -> str:
+    initial = [response(essay(40 + i, seed=i), query=f"Write about topic {i} ({iteration}).", index=i) for i in range(6)]
     extended = [
         response(essay(80 + 3 * i, seed=10 + i), query=r.query, index=r.sample_index, kind="extended", initial_id=r.id, initial_text=r.text, initial_words=r.words)
         for i, r in enumerate(initial)
     ]
-    uri = RunLayout(config).iteration(1, "extended")
+    uri = RunLayout(config).iteration(iteration, "extended")
     write_records(get_storage(), uri, extended, stage="extend", fingerprint=Fingerprint.of({}), shard_size=4)
     return uri
 
@@ -80,15 +80,16 @@ def test_select_then_sft_data_write_at_the_layout_places(tmp_path, monkeypatch, 
 def test_sft_data_accumulates_earlier_selections(tmp_path) -> None:
     config = run_config(str(tmp_path / "runs"), sft_data={"accumulate": True})
     first = steps.select(config.to_json(), phase="iteration-1", responses=extended_responses(config))
+    second = steps.select(config.to_json(), phase="iteration-2", responses=extended_responses(config, iteration=2))
     layout = RunLayout(config)
     earlier = RunData(responses=[layout.iteration(1, "initial"), layout.iteration(1, "extended")], selected=[first])
     uris = steps.sft_data(
-        config.to_json(), phase="iteration-2", selected=first, initial=layout.iteration(2, "initial"), extended=layout.iteration(2, "extended"),
+        config.to_json(), phase="iteration-2", selected=second, initial=layout.iteration(2, "initial"), extended=layout.iteration(2, "extended"),
         run_data=earlier.model_dump_json(),
     )  # fmt: skip
     examples = read_records(get_storage(), uris["generator"], SftExample)
-    assert len(examples) == 2 * read_manifest(get_storage(), first).count, "the earlier selection (from run_data) and this one"
-    assert RunData.parse(uris["run_data"]).selected == [first, first]
+    assert len(examples) == read_manifest(get_storage(), first).count + read_manifest(get_storage(), second).count
+    assert RunData.parse(uris["run_data"]).selected == [first, second], "the earlier selection came from run_data"
 
 
 def test_prepare_refuses_a_config_for_another_graph(tmp_path) -> None:

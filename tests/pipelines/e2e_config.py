@@ -21,6 +21,7 @@ E2E_OVERRIDES: dict[str, Any] = {
     # With a handful of extended responses, rank-based dropping (keep 1 - 2 rank^3) can drop them
     # all and leave nothing to train on; the selection stage's own tests cover it.
     "select.length_biased": False,
+    "select.length_biased_initial": False,
     "length_control.extra_queries": 2,
     "length_control.rewrite_sampling.max_tokens": 96,
     "eval.max_prompts": 2,

@@ -76,3 +76,18 @@ def test_run_select_writes_dataset_with_metrics(tmp_path):
     # a rerun keeps the same records
     run_select(CONFIG, input=source, output=str(tmp_path / "again"), iteration=1)
     assert [r.id for r in read_records(storage, str(tmp_path / "again"), Response)] == [r.id for r in kept]
+
+
+def test_lengths_are_ranked_within_each_language():
+    # English answers of 100-119 words, Chinese ones of 300-319 characters: one pool would rank every
+    # English answer below every Chinese one and drop the English almost entirely.
+    english = [response(essay(100 + i, seed=i), index=i) for i in range(20)]
+    chinese = [response("长" * (300 + i) + "。", index=100 + i, language="zh") for i in range(20)]
+    per_language = length_biased_sample(english + chinese, SelectConfig(), seed=5)
+    pooled = length_biased_sample(english + chinese, SelectConfig(rank_within_language=False), seed=5)
+    kept = Counter(r.language for r in per_language)
+    assert kept["en"] >= 8 and kept["zh"] >= 8
+    assert Counter(r.language for r in pooled)["en"] <= 3
+    # Within a language the shortest fifth is always dropped.
+    assert min(r.words for r in per_language if r.language == "en") > 100 + 3
+    assert per_language == length_biased_sample(english + chinese, SelectConfig(), seed=5)

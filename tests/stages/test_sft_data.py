@@ -5,6 +5,7 @@ import pytest
 from selflengthen.config import parse_config
 from selflengthen.fingerprint import Fingerprint
 from selflengthen.datasets import read_records, write_records
+from selflengthen.errors import DataError
 from selflengthen.records import SftExample
 from selflengthen.stages.sft_data import drop_lines, run_sft_data, sft_examples
 from selflengthen.storage import get_storage
@@ -41,7 +42,7 @@ def test_examples_for_both_roles():
 
 
 def test_rejects_non_extended():
-    with pytest.raises(ValueError, match="not an extended response"):
+    with pytest.raises(DataError, match="record .* is not an extended response"):
         sft_examples(response("Short."), CONFIG)
 
 

@@ -45,9 +45,10 @@ def write_jsonl(path: Path, examples: list[SftExample]) -> str:
 
 
 def make_config(base: Path | str, storage: dict[str, Any] | None = None, **training: Any) -> RunConfig:
-    """A run config for the tiny model: no DeepSpeed, packed batches, a step budget."""
+    """A run config for the tiny model: no DeepSpeed, packed batches (recipe packed), a step budget."""
     settings = {
         "method": "lora",
+        "recipe": "packed",
         "max_steps": 4,
         "learning_rate": 1e-3,
         "max_length": 256,

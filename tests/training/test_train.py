@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from peft import PeftModel
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, TrainerCallback
 
 from selflengthen.storage import get_storage
 from selflengthen.training import read_trained_model, train_role
@@ -51,7 +51,9 @@ def test_lora_run_reloads_continues_and_merges(untrained_model_dir, facts_jsonl,
 def test_length_grouped_run_reports_padding_and_dropped_examples(untrained_model_dir, tmp_path) -> None:
     examples = [sft_example(i, q, a) for i, (q, a) in enumerate(FACTS)] + [sft_example(99, "Long?", "word " * 300)]
     data = write_jsonl(tmp_path / "data.jsonl", examples)
-    config = make_config(untrained_model_dir, method="full", batching="length-grouped", max_steps=2, max_length=128)
+    config = make_config(
+        untrained_model_dir, method="full", batching="length-grouped", max_steps=2, max_length=128, truncate_overlong=False
+    )
     metrics = train_role(
         config, role="generator", data_uri=data, base_model_uri=str(untrained_model_dir), output_uri=str(tmp_path / "out")
     )
@@ -59,3 +61,28 @@ def test_length_grouped_run_reports_padding_and_dropped_examples(untrained_model
     assert metrics["batching"]["strategy"] == "length-grouped"
     assert 0.8 < metrics["non_padding_fraction"] < 1.0
     assert metrics["steps"] == 2
+
+
+class _RecordBatches(TrainerCallback):
+    """Keeps the planned micro-batches the trainer iterates over."""
+
+    def on_train_begin(self, args, state, control, train_dataloader=None, **kwargs):
+        self.batches = list(train_dataloader.dataset.batches)
+
+
+def test_reference_recipe_takes_one_optimizer_step_per_example_and_truncates(untrained_model_dir, tmp_path) -> None:
+    examples = [sft_example(i, q, a) for i, (q, a) in enumerate(FACTS[:3])] + [sft_example(99, "Long?", "word " * 300)]
+    data = write_jsonl(tmp_path / "data.jsonl", examples)
+    config = make_config(untrained_model_dir, recipe="reference", max_steps=None, epochs=1, max_length=128)
+    training = config.training
+    assert (training.batching, training.batch_size, training.truncate_overlong, training.lora.dropout) == ("padded", 1, True, 0.0)
+    recorder = _RecordBatches()
+    metrics = train_role(
+        config, role="generator", data_uri=data, base_model_uri=str(untrained_model_dir), output_uri=str(tmp_path / "out"),
+        callbacks=[recorder],
+    )  # fmt: skip
+    assert metrics["steps"] == len(examples)  # one epoch, one example per optimizer step
+    assert metrics["examples"]["truncated"] == 1 and metrics["examples"]["dropped_overlong"] == 0
+    assert [len(batch) for batch in recorder.batches] == [1] * len(examples)
+    assert sorted(len(batch[0]) for batch in recorder.batches)[-1] == 128  # cut at the cutoff, not dropped
+    assert metrics["non_padding_fraction"] == 1.0
