@@ -11,7 +11,8 @@ from components.data import select, sft_data
 from components.evaluation import evaluate, export, report
 from components.generation import extend, generate, heldout, length_control, self_instruct
 from components.model import prepare, train
-from components.serving import serve, teardown, teardown_run
+from components.run import identify_run, teardown_run
+from components.serving import serve, teardown
 
 __all__ = [
     "evaluate",
@@ -19,6 +20,7 @@ __all__ = [
     "extend",
     "generate",
     "heldout",
+    "identify_run",
     "length_control",
     "prepare",
     "report",

@@ -19,9 +19,9 @@ def build_final(config: RunConfig) -> GraphComponent:
     """The final-phase sub-pipeline for ``config``."""
 
     @dsl.pipeline(name="final", description="Length-following data from the final Generator, its final SFT and evaluation.")
-    def final(config_json: str, target: str, generator: str) -> str:
-        tasks = Tasks(config, config_json, target)
-        endpoint = tasks.serve(FINAL_PHASE, "generator", generator).output
+    def final(config_json: str, run_id: str, generator: str, run_data: str) -> str:
+        tasks = Tasks(config, config_json, run_id)
+        endpoint = tasks.serve(FINAL_PHASE, "generator", generator).outputs["record"]
         users = [tasks.generation(components.heldout, phase=FINAL_PHASE, endpoint=endpoint)]
         if config.eval.enabled and config.eval.per_iteration:
             users.append(tasks.generation(components.evaluate, phase=FINAL_PHASE, endpoint=endpoint))
@@ -33,11 +33,11 @@ def build_final(config: RunConfig) -> GraphComponent:
             )
             users += [queries, collection]
             collected = collection.outputs["Output"]
-        data = tasks.generation(components.length_control, collected=collected, endpoint=endpoint)
+        data = tasks.generation(components.length_control, run_data=run_data, collected=collected, endpoint=endpoint)
         stopped = tasks.teardown(FINAL_PHASE, "generator", [*users, data])
 
         model = tasks.train(FINAL_PHASE, "generator", data.outputs["Output"], generator).after(stopped).outputs["Output"]
-        final_endpoint = tasks.serve(EVALUATION_PHASE, "generator", model).set_display_name("serve final generator").output
+        final_endpoint = tasks.serve(EVALUATION_PHASE, "generator", model).set_display_name("serve final generator").outputs["record"]
         final_users = [tasks.generation(components.heldout, phase=EVALUATION_PHASE, endpoint=final_endpoint)]
         if config.eval.enabled:
             final_users.append(tasks.generation(components.evaluate, phase=EVALUATION_PHASE, endpoint=final_endpoint))

@@ -1,10 +1,16 @@
 """The whole run: the iterations unrolled at compile time, then the final phase, the report and
 (``export.enabled``) the export of the dataset and the final model.
 
-Everything runs inside an exit handler whose task stops every model server of the run, so no
-server outlives a failed step. Pipeline parameters: ``config_json`` (the run config; the compiled
-one by default) and ``target`` (``cluster``: vLLM Deployments; ``local``: server processes, what
-``selflengthen run`` passes).
+Everything runs inside an exit handler whose task deletes every model server and TrainJob of the
+run, so none outlives a failed step. Pipeline parameters: ``config_json`` (the run config; the
+compiled one by default; ``execution.target`` was decided when the pipeline was built) and
+``run_id`` (empty: the KFP run's own id, so every run, recurring ones too, writes its own prefix
+and creates its own objects; a run id given again resumes that run, its finished steps cached).
+
+The run id reaches every step as a task input from the first step, identify-run, which is never
+cached and resolves ``{{$.pipeline_job_uuid}}``: the KFP backend fills a placeholder only when it
+is a task input's whole value (kubeflow/pipelines 2.17.0, backend/src/v2/driver/resolve.go), and
+leaves it in a pipeline parameter's default as it is (backend/src/v2/compiler/argocompiler/argo.go).
 """
 
 import tempfile
@@ -16,7 +22,7 @@ from kfp.dsl.graph_component import GraphComponent
 import components
 from pipelines.final import build_final
 from pipelines.iteration import build_iteration
-from pipelines.tasks import Tasks
+from pipelines.tasks import Tasks, configure, knows_its_pod
 from selflengthen.config import RunConfig
 from selflengthen.orchestration.layout import iteration_phase
 from selflengthen.storage import get_storage
@@ -34,16 +40,27 @@ def build_pipeline(config: RunConfig) -> GraphComponent:
         description=f"Self-Lengthen, {config.iterations} macro-iterations: a Generator writes, an Extender lengthens, both are fine-tuned on the longer text.",
         pipeline_root=config.pipeline.pipeline_root,
     )
-    def selflengthen(config_json: str = config.to_json(), target: str = "cluster"):
-        tasks = Tasks(config, config_json, target)
-        exit_task = tasks.step(components.teardown_run, cache=False, target=target).set_display_name("teardown all servers")
+    def selflengthen(config_json: str = config.to_json(), run_id: str = ""):
+        exit_task = knows_its_pod(
+            configure(
+                components.teardown_run(config_json=config_json, explicit_run_id=run_id, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER),
+                config,
+                cache=False,
+            )
+        ).set_display_name("teardown all servers and TrainJobs")
         with dsl.ExitHandler(exit_task, name="run"):
+            identify = components.identify_run(config_json=config_json, explicit_run_id=run_id, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+            run = configure(identify, config, cache=False).output
+            tasks = Tasks(config, config_json, run)
             generator = extender = tasks.step(components.prepare, cache=False, iterations=config.iterations).output
+            run_data = ""  # no dataset before the first iteration
             for index in range(1, config.iterations + 1):
-                step = iteration(config_json=config_json, target=target, phase=iteration_phase(index), generator=generator, extender=extender)
+                step = iteration(
+                    config_json=config_json, run_id=run, phase=iteration_phase(index), generator=generator, extender=extender, run_data=run_data
+                )
                 step.set_display_name(f"iteration {index}")
-                generator, extender = step.outputs["generator"], step.outputs["extender"]
-            tail = final(config_json=config_json, target=target, generator=generator).set_display_name("final")
+                generator, extender, run_data = step.outputs["generator"], step.outputs["extender"], step.outputs["run_data"]
+            tail = final(config_json=config_json, run_id=run, generator=generator, run_data=run_data).set_display_name("final")
             report = tasks.step(components.report, cache=False).after(tail)
             if config.export.enabled:
                 exported = tasks.step(components.export, cache=False).after(report)

@@ -1,4 +1,5 @@
-"""What every task of the graph gets from the run config: image, retries, caching, secrets, placement.
+"""What every task of the graph gets from the run config: image, resources, retries, caching,
+secrets, the run id, the step pod's coordinates, placement.
 
 Kubernetes-only settings go through kfp-kubernetes (secrets as env, node selectors, tolerations,
 security context) and KFP resource fields (GPUs): they compile into the cluster pipeline and
@@ -13,7 +14,8 @@ from kfp import kubernetes
 from kfp.dsl import PipelineTask
 
 import components
-from selflengthen.config import RunConfig
+from selflengthen.cluster.ownership import POD_FIELDS
+from selflengthen.config import RunConfig, StepResources
 
 # Seconds before the first retry of a failed step; each further retry waits twice as long.
 RETRY_BACKOFF = "15s"
@@ -21,12 +23,19 @@ RETRY_BACKOFF_MAX = "300s"
 API_KEY_SECRET_KEY = "SELFLENGTHEN_API_KEY"
 
 
-def configure(task: PipelineTask, config: RunConfig, *, cache: bool = True, calls_model: bool = False) -> PipelineTask:
-    """Image, retries, caching (``cache`` False for steps with side effects), secrets as env, non-root.
+def configure(
+    task: PipelineTask, config: RunConfig, *, cache: bool = True, calls_model: bool = False, resources: StepResources | None = None
+) -> PipelineTask:
+    """Image, resources, retries, caching (``cache`` False for steps with side effects), secrets as
+    env, non-root.
 
     ``calls_model``: the step sends requests to a model server (gets the API key secret when set).
+    ``resources``: CPU and memory of the step's pod (default: ``execution.steps``).
     """
     task.set_container_image(config.pipeline.image)
+    resources = resources or config.execution.steps
+    task.set_cpu_request(resources.cpu).set_cpu_limit(resources.cpu)
+    task.set_memory_request(resources.memory).set_memory_limit(resources.memory)
     task.set_retry(config.pipeline.retries, backoff_duration=RETRY_BACKOFF, backoff_max_duration=RETRY_BACKOFF_MAX)
     task.set_caching_options(config.pipeline.caching and cache)
     kubernetes.set_security_context(task, run_as_non_root=True)
@@ -45,44 +54,69 @@ def configure(task: PipelineTask, config: RunConfig, *, cache: bool = True, call
     return task
 
 
-def place_training(task: PipelineTask, config: RunConfig) -> PipelineTask:
-    """GPUs, node selector and tolerations of a train step that trains inline (``trainjob.mode``
-    inline); a ``trainjob`` step only creates and watches a TrainJob, which carries them itself."""
-    if config.trainjob.mode != "inline" or config.trainjob.gpus_per_node == 0:
+def place_inline_training(task: PipelineTask, config: RunConfig) -> PipelineTask:
+    """The train step that trains itself on Kubeflow (``execution.training`` inline): the trainer
+    image (CUDA torch, DeepSpeed; the runtime image has CPU-only torch), its GPUs and placement
+    (the step runs torchrun with one process per GPU). A step that creates a TrainJob, or a local
+    run, keeps the runtime image: the TrainJob carries its own placement."""
+    if config.execution.target != "kubeflow" or config.execution.training != "inline":
         return task
-    task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(config.trainjob.gpus_per_node)
+    task.set_container_image(config.trainjob.image)
+    if config.trainjob.gpus_per_node:
+        task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(config.trainjob.gpus_per_node)
     for key, value in sorted(config.trainjob.node_selector.items()):
         kubernetes.add_node_selector(task, label_key=key, label_value=value)
     for toleration in config.trainjob.tolerations:
-        kubernetes.add_toleration_json(task, toleration)
+        # add_toleration_json reads snake_case keys and would drop tolerationSeconds
+        # (kfp-kubernetes 2.17.3, kfp/kubernetes/toleration.py): pass each field by name
+        kubernetes.add_toleration(
+            task,
+            key=toleration.get("key"),
+            operator=toleration.get("operator", "Equal"),
+            value=toleration.get("value"),
+            effect=toleration.get("effect"),
+            toleration_seconds=toleration.get("tolerationSeconds"),
+        )
+    return task
+
+
+def knows_its_pod(task: PipelineTask) -> PipelineTask:
+    """Env POD_NAME, POD_UID, POD_NAMESPACE from the downward API: a step that creates cluster
+    objects reads its own pod to find the run's Workflow, their owner (selflengthen.cluster.ownership)."""
+    for env, field_path in POD_FIELDS.items():
+        kubernetes.use_field_path_as_env(task, env_name=env, field_path=field_path)
     return task
 
 
 class Tasks:
-    """Makes the configured tasks of one (sub-)pipeline: every step gets the run config JSON and the
-    settings above; serve, teardown and train have their display names and placement."""
+    """Makes the configured tasks of one (sub-)pipeline: every step gets the run config JSON, the
+    run's id (the identify-run step's output, so KFP caching keys on it and two runs share nothing)
+    and the settings above; serve, teardown and train have their display names and placement."""
 
-    def __init__(self, config: RunConfig, config_json: Any, target: Any):
+    def __init__(self, config: RunConfig, config_json: Any, run_id: Any):
         self.config = config
         self.config_json = config_json
-        self.target = target
+        self.run_id = run_id
 
-    def step(self, component: Any, *, cache: bool = True, calls_model: bool = False, **arguments: Any) -> PipelineTask:
-        return configure(component(config_json=self.config_json, **arguments), self.config, cache=cache, calls_model=calls_model)
+    def step(
+        self, component: Any, *, cache: bool = True, calls_model: bool = False, resources: StepResources | None = None, **arguments: Any
+    ) -> PipelineTask:
+        task = component(config_json=self.config_json, run_id=self.run_id, **arguments)
+        return configure(task, self.config, cache=cache, calls_model=calls_model, resources=resources)
 
     def generation(self, component: Any, **arguments: Any) -> PipelineTask:
         """A step that sends requests to a served model."""
         return self.step(component, calls_model=True, **arguments)
 
     def serve(self, phase: str, role: str, model: Any) -> PipelineTask:
-        task = self.step(components.serve, cache=False, target=self.target, phase=phase, role=role, model=model)
+        task = knows_its_pod(self.step(components.serve, cache=False, phase=phase, role=role, model=model))
         return task.set_display_name(f"serve {role}")
 
     def teardown(self, phase: str, role: str, users: list[PipelineTask]) -> PipelineTask:
         """Stop the server once every step using it (``users``) is done."""
-        task = self.step(components.teardown, cache=False, target=self.target, phase=phase, role=role)
+        task = self.step(components.teardown, cache=False, phase=phase, role=role)
         return task.set_display_name(f"teardown {role}").after(*users)
 
     def train(self, phase: str, role: str, data: Any, previous: Any) -> PipelineTask:
-        task = self.step(components.train, phase=phase, role=role, data=data, previous=previous)
-        return place_training(task, self.config).set_display_name(f"train {role}")
+        task = self.step(components.train, resources=self.config.execution.train_step, phase=phase, role=role, data=data, previous=previous)
+        return place_inline_training(knows_its_pod(task), self.config).set_display_name(f"train {role}")

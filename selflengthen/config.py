@@ -151,6 +151,10 @@ class ClusterServerConfig(Section):
     cpu: str = Field("8", pattern=_QUANTITY, description="CPU request and limit of the vLLM container")
     memory: str = Field("64Gi", pattern=_QUANTITY, description="memory request and limit of the vLLM container")
     shm_size: str = Field("16Gi", pattern=_QUANTITY, description="size of /dev/shm (tensor-parallel workers share it)")
+    model_storage: str = Field(
+        "64Gi", pattern=_QUANTITY,
+        description="ephemeral storage requested for the downloaded model (and adapter) and caches; also the size limit of their emptyDirs",
+    )
 
     _tolerations = field_validator("tolerations")(_check_tolerations)
 
@@ -464,19 +468,26 @@ class TrainingConfig(Section):
 class TrainJobConfig(Section):
     """Kubeflow Trainer placement of the training step on Kubernetes."""
 
-    mode: Literal["inline", "trainjob"] = Field(
-        "inline",
-        description="inline: train inside the train step; trainjob: in a Kubeflow Trainer TrainJob that the step watches",
-    )
     runtime: str = Field(
         "selflengthen-deepspeed",
         description="name of the training runtime of the TrainJob (the chart installs selflengthen-deepspeed)",
     )
     num_nodes: int = Field(1, ge=1, description="nodes of the TrainJob")
     gpus_per_node: int = Field(
-        8, ge=0, description="GPUs per node, one process each (0: no GPU, one process); inline on Kubernetes: the step's GPUs"
+        8, ge=0, description="GPUs per node, one process each (0: no GPU, one process); execution.training inline: the train step's GPUs"
     )
-    image: str = Field("ghcr.io/selflengthen/trainer:0.1.0", description="trainer container image of the TrainJob")
+    memory: str = Field(
+        "256Gi", pattern=_QUANTITY,
+        description="host memory each trainer node requests (ZeRO-3 offload keeps optimizer state and parameters there)",
+    )
+    scratch_size: str = Field(
+        "200Gi", pattern=_QUANTITY,
+        description="ephemeral storage each trainer node requests (the base model is downloaded to it)",
+    )
+    image: str = Field(
+        "ghcr.io/selflengthen/trainer:0.1.0",
+        description="trainer image (CUDA torch, DeepSpeed): of the TrainJob, and of the train step with execution.training inline",
+    )
     timeout_s: float = Field(
         86400.0, gt=0, description="seconds a TrainJob may run (activeDeadlineSeconds); then it is deleted and the step fails"
     )
@@ -578,6 +589,46 @@ class ExportConfig(Section):
     private: bool = Field(True, description="create the Hub repos private (repos that exist keep their visibility)")
 
 
+class StepResources(Section):
+    """CPU and memory of a pipeline step's pod (requests; the limits equal them)."""
+
+    cpu: str = Field("1", pattern=_QUANTITY, description="CPU request and limit")
+    memory: str = Field("4Gi", pattern=_QUANTITY, description="memory request and limit")
+
+
+class ExecutionConfig(Section):
+    """Where the run executes, decided once: on this machine (``selflengthen run``) or on Kubeflow
+    Pipelines (``selflengthen compile``). Checked when the config is loaded: a kubeflow run needs
+    every input and output on object storage; a local run refuses settings only a cluster reads."""
+
+    target: Literal["local", "kubeflow"] = Field(
+        "local",
+        description="local: kfp.local on this machine, local model servers, local or s3:// paths; kubeflow: "
+        "vLLM Deployments, step pods and (training: trainjob) TrainJobs, s3:// paths only",
+    )
+    training: Literal["inline", "trainjob"] = Field(
+        "inline",
+        description="inline: the train step trains itself (kubeflow: in the trainer image under torchrun, one process per "
+        "trainjob.gpus_per_node GPU); trainjob (kubeflow only): a Kubeflow Trainer TrainJob that the step watches",
+    )
+    steps: StepResources = Field(default_factory=StepResources, description="resources of every step pod but the train step's (kubeflow)")
+    train_step: StepResources = Field(
+        default_factory=lambda: StepResources(cpu="8", memory="64Gi"),
+        description="resources of the train step's pod (kubeflow; with training inline it also holds the training)",
+    )
+    lease_s: float = Field(
+        3600.0, ge=600,
+        description="seconds a model server or TrainJob outlives the last renewal by a step using it; then `selflengthen gc` "
+        "deletes it even while its run seems alive (covers gaps between steps: scheduling, retries)",
+    )
+    start_grace_s: float = Field(
+        90.0, ge=0,
+        description="seconds a pod may stay in a state that is usually fatal but can pass (image pull back-off, unschedulable, "
+        "config error) before the serve or train step gives up; 0: at once",
+    )
+    crash_restarts: int = Field(1, ge=1, description="restarts of a crash-looping server or trainer container before the step gives up")
+
+
 class PipelineConfig(Section):
     """Kubeflow Pipelines settings: image, retries, caching, namespace and Secrets."""
 
@@ -633,7 +684,8 @@ class RunConfig(Section):
 
     run_id: str = Field(
         "selflengthen", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63,
-        description="run name (a DNS label): artefacts go to <workdir>/<run_id>; names and labels its Kubernetes objects",
+        description="run name (a DNS label): artefacts go to <workdir>/<run_id>; names and labels its Kubernetes objects. "
+        "On Kubeflow the pipeline's run_id parameter replaces it (empty: the KFP run's own id, so every run is new)",
     )
     workdir: str = Field("runs/local", description="root URI of every artefact of the run (local path or s3://bucket/prefix)")
     seed: int = Field(1234, description="run seed: few-shot draws, length-biased selection, line dropout and length constraints")
@@ -665,6 +717,34 @@ class RunConfig(Section):
     report: ReportConfig = Field(default_factory=ReportConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
+
+    @model_validator(mode="after")
+    def _one_execution_target(self) -> "RunConfig":
+        """A kubeflow run reads and writes object storage only; a local run has no TrainJob."""
+        if self.execution.target == "local":
+            if self.execution.training == "trainjob":
+                raise ValueError("execution.training: trainjob needs execution.target kubeflow (a local run trains inline)")
+            return self
+        if not self.storage.s3_endpoint:
+            raise ValueError("storage.s3_endpoint: execution.target kubeflow keeps every artefact on S3; set the endpoint")
+        for dotted, uri in self._paths():
+            if uri is not None and not uri.startswith(("s3://", "hf://")):
+                raise ValueError(
+                    f"{dotted}: {uri!r} is a path on one machine, which the pods of execution.target kubeflow cannot read; use s3://"
+                )
+        return self
+
+    def _paths(self) -> list[tuple[str, str | None]]:
+        """Every (field, URI) a step reads or writes."""
+        paths = [
+            ("workdir", self.workdir),
+            ("model.base", self.model.base),
+            ("model.tokenizer", self.model.tokenizer),
+            ("self_instruct.seeds_uri", self.self_instruct.seeds_uri),
+            ("export.output", self.export.output),
+        ]
+        return paths + [(f"eval.benchmark_files.{name}", uri) for name, uri in self.eval.benchmark_files.items()]
 
     @model_validator(mode="after")
     def _room_for_a_prompt(self) -> "RunConfig":

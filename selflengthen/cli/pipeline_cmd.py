@@ -27,7 +27,7 @@ def compile_command(
 
     cfg = load_run_config(config, overrides)
     path = compile_pipeline(cfg, output)
-    typer.echo(f"compiled {cfg.iterations} iteration(s) of run {cfg.run_id} to {path}")
+    typer.echo(f"compiled {cfg.iterations} iteration(s) for execution.target {cfg.execution.target} to {path}")
 
 
 @handle_errors

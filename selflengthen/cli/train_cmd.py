@@ -35,26 +35,19 @@ def train_command(
     overrides: list[str] = SetOption,
 ) -> None:
     """Fine-tune one role (LoRA or full, DeepSpeed presets, resumable) and write adapter/model, metrics.json, COMPLETE."""
-    if nproc_per_node > 1 and "LOCAL_RANK" not in os.environ:
-        from selflengthen.training.launch import local_torchrun_command, train_arguments
+    from selflengthen.training.launch import TrainingRequest
 
-        arguments = train_arguments(
-            config_path=str(config) if config else None,
-            role=role,
-            data_uri=data,
-            base_model_uri=base_model,
-            output_uri=output,
-            adapter_from_uri=adapter_from,
-            overrides=overrides,
-        )
+    request = TrainingRequest(role=role, data_uri=data, base_model_uri=base_model, output_uri=output, adapter_from_uri=adapter_from)
+    if nproc_per_node > 1 and "LOCAL_RANK" not in os.environ:
+        from selflengthen.training.launch import local_torchrun_command
+
+        arguments = request.arguments(config_path=str(config) if config else None, overrides=overrides)
         raise typer.Exit(subprocess.run(local_torchrun_command(arguments, nproc_per_node), check=False).returncode)
 
     from selflengthen.training import train_role
 
     cfg = load_run_config(config, overrides)
-    metrics = train_role(
-        cfg, role=role, data_uri=data, base_model_uri=base_model, output_uri=output, adapter_from_uri=adapter_from
-    )
+    metrics = train_role(cfg, **request.keywords())
     if int(os.environ.get("RANK", "0")) == 0:
         typer.echo(json.dumps({key: metrics.get(key) for key in _SUMMARY_KEYS}, indent=2))
 

@@ -3,9 +3,7 @@
 * Names and labels: one deterministic name per (run, role, iteration), so a retried step finds
   what its last attempt created, and labels (``app.kubernetes.io/*``, ``selflengthen.io/run-id``,
   ``role``, ``iteration``) by which teardown finds them again.
-* Owner references: objects are owned by the pipeline pod that created them (when the pod tells
-  its name and uid through the downward API: env ``POD_NAME``, ``POD_UID``, ``POD_NAMESPACE``), so
-  deleting the run's pods garbage-collects the model servers and jobs it left behind.
+* Owner references, the run's Workflow and the lease: :mod:`selflengthen.cluster.ownership`.
 * Pod security: non-root, no privilege escalation, every capability dropped, RuntimeDefault
   seccomp, read-only root file system (writable emptyDirs where a program needs them).
 * Credentials: S3 keys reach containers only as env ``secretKeyRef`` to the Secret named by
@@ -20,11 +18,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 import time
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Mapping, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 import urllib3
 from kubernetes import client as k8s
@@ -97,18 +94,6 @@ def label_selector(run_id: str, component: str, role: str | None = None, iterati
     """A selector for one run's objects of one component, optionally narrowed to a role / iteration."""
     parts = {LABEL_RUN: run_id, LABEL_COMPONENT: component, LABEL_ROLE: role, LABEL_ITERATION: iteration}
     return ",".join(f"{key}={value}" for key, value in parts.items() if value is not None)
-
-
-def pipeline_pod_owner(namespace: str, environ: Mapping[str, str] = os.environ) -> k8s.V1OwnerReference | None:
-    """An owner reference to the pipeline pod running this code, or None when it is unknown.
-
-    Owner references cannot cross namespaces (the garbage collector would delete the dependent at
-    once), so none is returned when the pod lives in another namespace than the objects.
-    """
-    name, uid = environ.get("POD_NAME"), environ.get("POD_UID")
-    if not name or not uid or environ.get("POD_NAMESPACE", namespace) != namespace:
-        return None
-    return k8s.V1OwnerReference(api_version="v1", kind="Pod", name=name, uid=uid, block_owner_deletion=False)
 
 
 # --------------------------------------------------------------------------- pods

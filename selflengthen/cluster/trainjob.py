@@ -33,19 +33,21 @@ from selflengthen.cluster.objects import (
     create_or_replace,
     delete_if_present,
     kube_api_client,
+    label_selector,
     model_source,
     object_labels,
     object_name,
-    pipeline_pod_owner,
     secret_env,
     storage_credentials_env,
     to_manifest,
     tolerations,
     wait_for,
 )
-from selflengthen.config import Role, RunConfig
+from selflengthen.cluster.pods import FailFast
+from selflengthen.cluster.ownership import NO_OWNER, RunOwner, lease_kept, lease_patch, run_owner
+from selflengthen.config import RunConfig
 from selflengthen.errors import TrainingError
-from selflengthen.training.launch import train_arguments, trainjob_command
+from selflengthen.training.launch import TrainingRequest, trainjob_command
 
 log = logging.getLogger(__name__)
 
@@ -64,38 +66,22 @@ DELETE_TIMEOUT_S = 300.0
 
 
 def build_trainjob(
-    config: RunConfig,
-    role: Role,
-    iteration: int,
-    *,
-    data_uri: str,
-    base_model_uri: str,
-    output_uri: str,
-    adapter_from_uri: str | None = None,
-    owner: k8s.V1OwnerReference | None = None,
+    config: RunConfig, iteration: int, request: TrainingRequest, *, owner: RunOwner = NO_OWNER
 ) -> dict[str, Any]:
-    """The TrainJob fine-tuning ``role`` on ``data_uri`` into ``output_uri``."""
-    for what, uri in (("data", data_uri), ("output", output_uri), ("adapter", adapter_from_uri)):
+    """The TrainJob running ``request`` (a role's fine-tuning), owned by ``owner``."""
+    for what, uri in (("data", request.data_uri), ("output", request.output_uri), ("adapter", request.adapter_from_uri)):
         if uri is not None and model_source(uri, TrainingError) != "s3":
             raise TrainingError(f"the TrainJob's {what} must be on object storage (s3://), got {uri!r}")
-    hub_model = model_source(base_model_uri, TrainingError) == "hub"
+    hub_model = model_source(request.base_model_uri, TrainingError) == "hub"
     trainjob = config.trainjob
+    role = request.role
     name = object_name(config.run_id, role, iteration, max_length=MAX_NAME_LENGTH)
     labels = object_labels(config.run_id, role, iteration, name=name, app="selflengthen-trainer", component=COMPONENT)
 
     env = storage_credentials_env(config)
     if hub_model and config.serving.cluster.hf_token_secret:
         env.append(secret_env("HF_TOKEN", config.serving.cluster.hf_token_secret, "HF_TOKEN"))
-    command = trainjob_command(
-        train_arguments(
-            config_path=f"{CONFIG_DIR}/{CONFIG_FILE}",
-            role=role,
-            data_uri=data_uri,
-            base_model_uri=base_model_uri,
-            output_uri=output_uri,
-            adapter_from_uri=adapter_from_uri,
-        )
-    )
+    command = trainjob_command(request.arguments(config_path=f"{CONFIG_DIR}/{CONFIG_FILE}"))
     trainer: dict[str, Any] = {
         "image": trainjob.image,
         "command": command,
@@ -103,9 +89,14 @@ def build_trainjob(
         "numProcPerNode": max(trainjob.gpus_per_node, 1),
         "env": to_manifest(env),
     }
+    # Host memory (ZeRO-3 offload) and scratch for the model download are requested per node; GPUs
+    # are requested and limited. Only trainer.resourcesPerNode sets resources: runtimePatches may not
+    # (Trainer API, trainjob_types.go, ContainerPatch has name, env, securityContext, volumeMounts).
+    requests = {"memory": trainjob.memory, "ephemeral-storage": trainjob.scratch_size}
+    limits = {"memory": trainjob.memory, "ephemeral-storage": trainjob.scratch_size}
     if trainjob.gpus_per_node:
-        gpus = {"nvidia.com/gpu": str(trainjob.gpus_per_node)}
-        trainer["resourcesPerNode"] = {"requests": gpus, "limits": gpus}
+        requests["nvidia.com/gpu"] = limits["nvidia.com/gpu"] = str(trainjob.gpus_per_node)
+    trainer["resourcesPerNode"] = {"requests": requests, "limits": limits}
 
     pod_spec: dict[str, Any] = {
         "volumes": [{"name": CONFIG_VOLUME, "configMap": {"name": config_map_name(name)}}],
@@ -123,8 +114,7 @@ def build_trainjob(
     }
 
     metadata: dict[str, Any] = {"name": name, "namespace": config.pipeline.namespace, "labels": labels}
-    if owner is not None:
-        metadata["ownerReferences"] = [to_manifest(owner)]
+    metadata.update(to_manifest(owner.metadata(config)))
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "TrainJob",
@@ -175,13 +165,9 @@ def trainjob_condition(trainjob: dict[str, Any], condition_type: str) -> dict[st
 
 def run_trainjob(
     config: RunConfig,
-    role: Role,
     iteration: int,
+    request: TrainingRequest,
     *,
-    data_uri: str,
-    base_model_uri: str,
-    output_uri: str,
-    adapter_from_uri: str | None = None,
     api_client: k8s.ApiClient | None = None,
     poll_interval_s: float = 30.0,
 ) -> dict[str, Any]:
@@ -193,26 +179,19 @@ def run_trainjob(
     api = api_client or kube_api_client(TrainingError)
     custom, core = k8s.CustomObjectsApi(api), k8s.CoreV1Api(api)
     namespace = config.pipeline.namespace
-    job = build_trainjob(
-        config,
-        role,
-        iteration,
-        data_uri=data_uri,
-        base_model_uri=base_model_uri,
-        output_uri=output_uri,
-        adapter_from_uri=adapter_from_uri,
-        owner=pipeline_pod_owner(namespace),
-    )
+    owner = run_owner(core, namespace)
+    job = build_trainjob(config, iteration, request, owner=owner)
     name = job["metadata"]["name"]
     where = f"{namespace}/{name}"
     with api_errors(TrainingError, f"creating TrainJob {where}"):
-        created = _create_or_adopt(custom, namespace, job)
+        created = _create_or_adopt(custom, namespace, job, owner.adoption(config))
     with api_errors(TrainingError, f"creating ConfigMap {config_map_name(name)} for TrainJob {where}"):
         config_map = build_config_map(config, created)
         create_or_replace(core.create_namespaced_config_map, core.replace_namespaced_config_map, namespace, config_map)
     log.info("TrainJob %s created; waiting for it to finish", where)
 
     last_percentage = None
+    fail_fast = FailFast(config.execution)
 
     def finished() -> dict[str, Any] | None:
         nonlocal last_percentage
@@ -225,19 +204,32 @@ def run_trainjob(
             )
         if trainjob_condition(current, "Complete") is not None:
             return current
+        # the Trainer does not fail a job whose pods cannot start (a JobSet counts failed pods
+        # only): the step reads the trainer pods itself (labelled by the job's runtimePatches)
+        cause = fail_fast.check(core, namespace, name)
+        if cause:
+            with api_errors(TrainingError, f"deleting TrainJob {where}, whose pods cannot start"):
+                _delete_trainjob(custom, namespace, name)
+            log.error("TrainJob %s cannot start: %s", where, cause)
+            raise TrainingError(f"TrainJob {where} cannot start (it was deleted): {cause}")
         percentage = ((current.get("status") or {}).get("trainerStatus") or {}).get("progressPercentage")
         if percentage is not None and percentage != last_percentage:
             last_percentage = percentage
             log.info("TrainJob %s: %s%% done", where, percentage)
         return None
 
-    result = wait_for(
-        finished,
-        timeout_s=config.trainjob.timeout_s,
-        interval_s=poll_interval_s,
-        action=f"watching TrainJob {where}",
-        error_type=TrainingError,
-    )
+    def renew() -> None:
+        custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, lease_patch(config))
+
+    # created or adopted with a fresh lease; renewed while this step watches (selflengthen gc spares it)
+    with lease_kept(renew, config.execution.lease_s / 4, f"TrainJob {where}", renew_now=False):
+        result = wait_for(
+            finished,
+            timeout_s=config.trainjob.timeout_s,
+            interval_s=poll_interval_s,
+            action=f"watching TrainJob {where}",
+            error_type=TrainingError,
+        )
     if result is None:
         with api_errors(TrainingError, f"deleting TrainJob {where} after its timeout"):
             _delete_trainjob(custom, namespace, name)
@@ -248,18 +240,23 @@ def run_trainjob(
     return result
 
 
-def _create_or_adopt(custom: k8s.CustomObjectsApi, namespace: str, job: dict[str, Any]) -> dict[str, Any]:
-    """Create the job; adopt a running or complete one of the same name, replace a failed one."""
+# field_validation Strict: a Trainer older than v2.2 (no runtimePatches, activeDeadlineSeconds)
+# refuses the job naming the field instead of pruning it silently (structural pruning; the API's
+# default is Warn).
+def _create_or_adopt(custom: k8s.CustomObjectsApi, namespace: str, job: dict[str, Any], adoption: dict[str, Any]) -> dict[str, Any]:
+    """Create the job; adopt a running or complete one of the same name (``adoption``: the merge
+    patch making it this attempt's: owner and lease), replace a failed one."""
     name = job["metadata"]["name"]
     try:
-        return custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, job)
+        return custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, job, field_validation="Strict")
     except ApiException as error:
         if error.status != 409:
             raise
     existing = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
     if trainjob_condition(existing, "Failed") is None:
         log.info("TrainJob %s/%s exists from a previous attempt: adopting it", namespace, name)
-        return existing
+        # metadata only: spec.trainer is immutable (Trainer API, trainjob_types.go)
+        return custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, adoption)
     log.info("TrainJob %s/%s of a previous attempt failed: creating it anew", namespace, name)
     _delete_trainjob(custom, namespace, name)
 
@@ -281,7 +278,7 @@ def _create_or_adopt(custom: k8s.CustomObjectsApi, namespace: str, job: dict[str
     )
     if not deleted:
         raise TrainingError(f"the failed TrainJob {namespace}/{name} was not deleted within {DELETE_TIMEOUT_S:g} s")
-    return custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, job)
+    return custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, job, field_validation="Strict")
 
 
 def _delete_trainjob(custom: k8s.CustomObjectsApi, namespace: str, name: str) -> None:
@@ -291,3 +288,19 @@ def _delete_trainjob(custom: k8s.CustomObjectsApi, namespace: str, name: str) ->
         custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, **options)
 
     delete_if_present(delete, name, namespace, propagation="Foreground")
+
+
+def delete_run_trainjobs(config: RunConfig, *, api_client: k8s.ApiClient | None = None) -> list[str]:
+    """Delete every TrainJob of the run (by label, with its JobSet and pods); ``TrainJob/name`` deleted."""
+    api = api_client or kube_api_client(TrainingError)
+    custom = k8s.CustomObjectsApi(api)
+    namespace = config.pipeline.namespace
+    selector = label_selector(config.run_id, COMPONENT)
+    deleted = []
+    with api_errors(TrainingError, f"deleting TrainJobs ({selector}) in namespace {namespace}"):
+        listed = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, label_selector=selector)
+        for item in listed.get("items") or []:
+            name = item["metadata"]["name"]
+            _delete_trainjob(custom, namespace, name)
+            deleted.append(f"TrainJob/{name}")
+    return deleted

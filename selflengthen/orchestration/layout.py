@@ -1,6 +1,7 @@
 """Where every artefact of a run lives: one deterministic URI per run, phase and stage.
 
-The layout is a function of the configuration alone (``workdir`` and ``run_id``), so a rerun of a
+The layout is a function of the configuration alone (``workdir`` and ``run_id``; on Kubeflow the
+run id is the pipeline's identify-run output, see :func:`effective_run_id`), so a rerun of a
 run finds its finished work at the same places: a stage whose dataset exists is skipped, and a
 resubmitted pipeline gets the same step inputs (and so cache hits)::
 
@@ -24,12 +25,31 @@ resubmitted pipeline gets the same step inputs (and so cache hits)::
 
 from __future__ import annotations
 
-from selflengthen.config import RunConfig
+from pydantic import BaseModel, ConfigDict
+
+from selflengthen.config import ConfigError, RunConfig
 from selflengthen.storage import join_uri
 
 FINAL_PHASE = "final"
 EVALUATION_PHASE = "evaluation"
 PHASES_AFTER = (FINAL_PHASE, EVALUATION_PHASE)
+
+
+def effective_run_id(explicit_run_id: str, kfp_run_id: str) -> str:
+    """The id of a run: ``explicit_run_id`` when set, else the KFP run's own id.
+
+    ``kfp_run_id`` is what the KFP backend puts for ``{{$.pipeline_job_uuid}}`` when the placeholder
+    is a task input's whole value (kubeflow/pipelines 2.17.0, backend/src/v2/driver/resolve.go:
+    the driver compares the whole string; from backend 2.5.0 on); kfp.local puts a random integer
+    drawn once per run. An older backend leaves the placeholder as it is, which is refused here.
+    """
+    run_id = explicit_run_id.strip() or kfp_run_id.strip()
+    if not run_id or "{{" in run_id:
+        raise ConfigError(
+            f"no run id: the pipeline parameter run_id is empty and the KFP backend did not fill the run placeholder "
+            f"({kfp_run_id!r}; backends from 2.5.0 do): pass run_id when submitting the run"
+        )
+    return run_id
 
 
 def iteration_phase(iteration: int) -> str:
@@ -112,6 +132,22 @@ class RunLayout:
     def report(self, *parts: str) -> str:
         return join_uri(self.root, "report", *parts)
 
-    def iteration_responses(self) -> list[str]:
-        """Every iteration's initial and extended responses (what length control draws from)."""
-        return [self.iteration(k, name) for k in range(1, self.iterations + 1) for name in ("initial", "extended")]
+
+class RunData(BaseModel):
+    """The datasets the iterations have made so far, passed from step to step as one graph value
+    (``run_data``), so that a step reading earlier iterations' data (the SFT data with
+    ``sft_data.accumulate``, length control) has them as inputs: the graph shows the dependency
+    and KFP's cache keys on it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    responses: list[str] = []  # every iteration's initial and extended responses
+    selected: list[str] = []  # every iteration's selection
+
+    @classmethod
+    def parse(cls, text: str) -> "RunData":
+        """The value a step received; empty before the first iteration."""
+        return cls.model_validate_json(text) if text else cls()
+
+    def add(self, *, initial: str, extended: str, selected: str) -> "RunData":
+        return RunData(responses=[*self.responses, initial, extended], selected=[*self.selected, selected])

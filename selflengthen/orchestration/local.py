@@ -4,7 +4,9 @@
 without a virtual environment: no installs, the current environment's imports), with kfp.local's
 output cache in the run's folder, so running it again with the same folder skips the finished
 steps and resumes an unfinished one from its checkpointed records. Model servers are local
-processes (``target`` local). The run's folder holds::
+processes (``execution.target`` local; a kubeflow config is refused). The run id is the config's
+``run_id``, passed as the pipeline's run_id parameter, so the same folder and config resume the
+run. The run's folder holds::
 
     <workdir>/report.json report.md report.html plots/   the report, copied from the run's storage
     <workdir>/<run_id>/...                                 the artefacts when storage is local
@@ -33,7 +35,7 @@ from typing import Any, Iterator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from selflengthen.config import RunConfig
+from selflengthen.config import ConfigError, RunConfig
 from selflengthen.errors import SelfLengthenError
 from selflengthen.logs import stage_logger
 from selflengthen.orchestration import serving
@@ -240,12 +242,20 @@ def run_local(config: RunConfig, workdir: str | Path, *, console: Console | None
 
     from pipelines import build_pipeline
 
+    if config.execution.target != "local":
+        raise ConfigError(
+            f"execution.target is {config.execution.target}: this config runs on Kubeflow (selflengthen compile); "
+            "selflengthen run needs execution.target local"
+        )
     workdir = Path(workdir).resolve()
+    given = config
     config = local_config(config, workdir)
     check_run_inputs(config)
     workdir.mkdir(parents=True, exist_ok=True)
     console = console or Console(stderr=True)
     log = stage_logger(config.run_id, "run")
+    if config.training.save_merged != given.training.save_merged:
+        log.info("training.save_merged is set for this local run: a local server loads a merged model, not a LoRA adapter")
     pipeline = build_pipeline(config)
     local.init(
         runner=local.SubprocessRunner(use_venv=False),
@@ -260,7 +270,7 @@ def run_local(config: RunConfig, workdir: str | Path, *, console: Console | None
     try:
         with _terminate_on_sigterm(), _pipeline_output(workdir, console, count_tasks(pipeline)) as output:
             try:
-                pipeline(config_json=config.to_json(), target="local")
+                pipeline(config_json=config.to_json(), run_id=config.run_id)
             except RuntimeError as error:
                 raise PipelineFailed(_failure_message(error, output.failed, workdir / "logs" / LOG_NAME)) from None
             except _StepFailedDeterministically as failure:
@@ -271,7 +281,7 @@ def run_local(config: RunConfig, workdir: str | Path, *, console: Console | None
                 ) from None
     except BaseException:
         _stop_children(keep=earlier_children)
-        serving.teardown_run(config, target="local")
+        serving.teardown_run(config)
         raise
     finally:
         if previous_dir is None:

@@ -3,12 +3,12 @@
 A serve step writes a :class:`ServerRecord` at the layout's deterministic place for its phase and
 role; the generation steps read it to reach the server, a teardown step reads it to stop the
 server, and a teardown of the whole run (the pipeline's exit handler) stops every recorded server.
-Where the server runs is the ``target`` of the step:
+Where the server runs is ``execution.target``:
 
 * ``local``: a detached process on 127.0.0.1 (:mod:`selflengthen.serving.local`), serving a local
   folder (an ``s3://`` model is fetched first). A record left by a killed run is stopped before a
   new server starts, so a rerun never leaks a server.
-* ``cluster``: a vLLM Deployment and Service (:mod:`selflengthen.serving.cluster`).
+* ``kubeflow``: a vLLM Deployment and Service (:mod:`selflengthen.serving.cluster`).
 
 The model a step serves is either a plain model folder (the base model) or a training output
 (:mod:`selflengthen.training.output`), whose merged model, or base model plus LoRA adapter, is used.
@@ -19,21 +19,24 @@ records which model it was (a retrained model changes the fingerprints of what i
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
+from typing import Any, Iterator, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from selflengthen.config import EndpointConfig, Role, RunConfig
-from selflengthen.errors import EndpointError
+from selflengthen.errors import EndpointError, SelfLengthenError
 from selflengthen.orchestration.layout import RunLayout, phase_index
 from selflengthen.storage import Storage, get_storage
 
-Target = Literal["local", "cluster"]
-TARGETS: tuple[Target, ...] = ("local", "cluster")
 ServedRole = Literal["generator", "extender"]
+
+log = logging.getLogger(__name__)
 
 # The local run's folder (set by the local runner): model server logs go to <dir>/logs/.
 LOCAL_DIR_ENV = "SELFLENGTHEN_LOCAL_DIR"
@@ -44,7 +47,7 @@ class ServerRecord(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    target: Target
+    target: Literal["local", "kubeflow"]
     phase: str
     role: ServedRole
     base_url: str
@@ -73,16 +76,15 @@ def served_model(storage: Storage, uri: str) -> ServedModel:
     return ServedModel(model=trained.base_model, adapter=trained.adapter)
 
 
-def serve(config: RunConfig, *, target: Target, phase: str, role: ServedRole, model: str) -> str:
+def serve(config: RunConfig, *, phase: str, role: ServedRole, model: str) -> str:
     """Start the ``role`` server of ``phase`` for ``model``; returns the URI of its record."""
-    _check_target(target)
     storage = get_storage(config.storage)
     record_uri = RunLayout(config).server_record(phase, role)
     served = served_model(storage, model)
     from selflengthen.training.output import model_identity
 
     source = model_identity(storage, model)
-    if target == "local":
+    if config.execution.target == "local":
         if storage.exists(record_uri):  # left by a run that was killed
             _stop_local(_read(storage, record_uri))
         record = _start_local(config, phase, role, served).model_copy(update={"source": source})
@@ -91,18 +93,17 @@ def serve(config: RunConfig, *, target: Target, phase: str, role: ServedRole, mo
 
         base_url = serve_role_in_cluster(config, role, phase_index(config, phase), served.model, served.adapter)
         record = ServerRecord(
-            target=target, phase=phase, role=role, base_url=base_url, model=getattr(config.serving, role).model, source=source
+            target="kubeflow", phase=phase, role=role, base_url=base_url, model=getattr(config.serving, role).model, source=source
         )
     storage.write_text(record_uri, record.model_dump_json(indent=2))
     return record_uri
 
 
-def teardown(config: RunConfig, *, target: Target, phase: str, role: ServedRole) -> list[str]:
+def teardown(config: RunConfig, *, phase: str, role: ServedRole) -> list[str]:
     """Stop the ``role`` server of ``phase``; what was stopped (empty when nothing ran)."""
-    _check_target(target)
     storage = get_storage(config.storage)
     record_uri = RunLayout(config).server_record(phase, role)
-    if target == "cluster":
+    if config.execution.target == "kubeflow":
         from selflengthen.serving.cluster import teardown_role_in_cluster
 
         stopped = teardown_role_in_cluster(config, role, phase_index(config, phase))
@@ -112,20 +113,63 @@ def teardown(config: RunConfig, *, target: Target, phase: str, role: ServedRole)
     return stopped
 
 
-def teardown_run(config: RunConfig, *, target: Target) -> list[str]:
-    """Stop every server of the run (the exit handler: also after a failure); what was stopped."""
-    _check_target(target)
-    storage = get_storage(config.storage)
-    records = [uri for uri in storage.list(RunLayout(config).serving()) if uri.endswith(".json")]
-    if target == "cluster":
-        from selflengthen.serving.cluster import teardown_role_in_cluster
+def teardown_run(config: RunConfig, *, api_client: Any = None) -> list[str]:
+    """Stop every server of the run (the exit handler: also after a failure); what was stopped.
 
-        stopped = teardown_role_in_cluster(config)
-    else:
+    On Kubeflow the cluster comes first and needs no storage: the run's model servers and
+    TrainJobs are deleted by label, each kind on its own (a failure is logged and the rest still
+    deleted), then the server records are removed (a storage failure is logged only: the objects
+    are gone). The step fails at the end when a cluster delete failed, so the run shows it.
+    ``api_client``: the Kubernetes client (default: the pod's service account, else kubeconfig).
+    """
+    if config.execution.target == "local":
+        storage = get_storage(config.storage)
+        records = _records(storage, config)
         stopped = [_stop_local(_read(storage, uri)) for uri in records]
-    for uri in records:
-        storage.delete(uri)
+        for uri in records:
+            storage.delete(uri)
+        return stopped
+    from selflengthen.cluster.trainjob import delete_run_trainjobs
+    from selflengthen.serving.cluster import teardown_role_in_cluster
+
+    stopped: list[str] = []
+    failures: list[str] = []
+    for delete in (teardown_role_in_cluster, delete_run_trainjobs):
+        try:
+            stopped += delete(config, api_client=api_client)
+        except SelfLengthenError as error:
+            log.error("teardown of run %s: %s", config.run_id, error)
+            failures.append(str(error))
+    try:
+        storage = get_storage(config.storage)
+        for uri in _records(storage, config):
+            storage.delete(uri)
+    except SelfLengthenError as error:
+        log.warning("teardown of run %s: the server records stay (%s); the cluster objects are deleted", config.run_id, error)
+    if failures:
+        raise EndpointError(f"teardown of run {config.run_id} left cluster objects behind: {'; '.join(failures)}")
     return stopped
+
+
+def _records(storage: Storage, config: RunConfig) -> list[str]:
+    return [uri for uri in storage.list(RunLayout(config).serving()) if uri.endswith(".json")]
+
+
+@contextmanager
+def server_kept(config: RunConfig, record_uri: str) -> Iterator[None]:
+    """While the block runs, keep renewing the lease of the server recorded at ``record_uri`` (on
+    Kubeflow; a local server has no lease): the generation steps hold their server this way."""
+    if config.execution.target != "kubeflow":
+        yield
+        return
+    from selflengthen.cluster.ownership import lease_kept
+    from selflengthen.serving.cluster import renew_server_lease
+
+    record = _read(get_storage(config.storage), record_uri)
+    iteration = phase_index(config, record.phase)
+    renew = functools.partial(renew_server_lease, config, record.role, iteration)
+    with lease_kept(renew, config.execution.lease_s / 4, f"the {record.phase} {record.role} server"):
+        yield
 
 
 def endpoint_for(config: RunConfig, record_uri: str, role: Role) -> EndpointConfig:
@@ -139,11 +183,6 @@ def with_endpoint(config: RunConfig, record_uri: str, role: Role) -> RunConfig:
     """``config`` whose ``role`` endpoint is the recorded server."""
     serving = config.serving.model_copy(update={role: endpoint_for(config, record_uri, role)})
     return config.model_copy(update={"serving": serving})
-
-
-def _check_target(target: str) -> None:
-    if target not in TARGETS:
-        raise EndpointError(f"unknown serving target {target!r}; expected one of {', '.join(TARGETS)}")
 
 
 def _read(storage: Storage, record_uri: str) -> ServerRecord:

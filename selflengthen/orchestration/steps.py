@@ -20,6 +20,7 @@ process loads only what it uses.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import json
@@ -33,7 +34,16 @@ from selflengthen.config import ConfigError, Role, RunConfig, parse_config
 from selflengthen.errors import SelfLengthenError
 from selflengthen.logs import stage_logger
 from selflengthen.orchestration import serving
-from selflengthen.orchestration.layout import EVALUATION_PHASE, FINAL_PHASE, RunLayout, evaluation_name, phase_index, served_generation
+from selflengthen.orchestration.layout import (
+    EVALUATION_PHASE,
+    FINAL_PHASE,
+    RunData,
+    RunLayout,
+    effective_run_id,
+    evaluation_name,
+    phase_index,
+    served_generation,
+)
 from selflengthen.storage import get_storage
 
 STEP_MARKER = "::selflengthen-step::"
@@ -88,22 +98,29 @@ def _process_start() -> float:
 
 
 def step(name: str, *, imports: tuple[str, ...] = ()) -> Callable[[Callable[..., StepResult]], Callable[..., Any]]:
-    """Make ``func(config, **kwargs) -> StepResult`` a step ``(config_json, *, metrics=None, **kwargs)``.
+    """Make ``func(config, **kwargs) -> StepResult`` a step ``(config_json, *, run_id=None, metrics=None, **kwargs)``.
 
+    ``run_id``: the run's id (the pipeline's identify-run output), which replaces the config's.
     ``imports``: the library modules the step works with, imported before its work is timed, so the
     timings tell a step's start-up (interpreter, imports) from its work.
     """
 
     def decorate(func: Callable[..., StepResult]) -> Callable[..., Any]:
         @functools.wraps(func)
-        def run(config_json: str, *, metrics: Any = None, **kwargs: Any) -> Any:
-            config = parse_config(json.loads(config_json), "the pipeline's config_json")
+        def run(config_json: str, *, run_id: str | None = None, metrics: Any = None, **kwargs: Any) -> Any:
+            data = json.loads(config_json)
+            if run_id:
+                data["run_id"] = run_id
+            config = parse_config(data, "the pipeline's config_json" + (f" with run_id {run_id!r}" if run_id else ""))
             label = " ".join(str(kwargs[key]) for key in ("phase", "role", "kind") if key in kwargs)
             for module in imports:
                 importlib.import_module(module)
             started = time.time()
+            # a step reading a served model keeps its server's lease (selflengthen gc spares it)
+            held = serving.server_kept(config, kwargs["endpoint"]) if kwargs.get("endpoint") else contextlib.nullcontext()
             try:
-                result = func(config, **kwargs)
+                with held:
+                    result = func(config, **kwargs)
             except SelfLengthenError as error:
                 if not error.transient:
                     print(FAILED_MARKER + json.dumps({"step": name, "label": label, "cause": str(error)}), flush=True)
@@ -205,23 +222,38 @@ def prepare(config: RunConfig, *, iterations: int) -> StepResult:
     return StepResult(base, f"base model {base}" + (" (tiny model built)" if built else ""))
 
 
+@step("identify-run")
+def identify_run(config: RunConfig, *, explicit_run_id: str, kfp_run_id: str) -> StepResult:
+    """The run's id: the explicit one, else KFP's run id (every later step takes it as input)."""
+    run_id = effective_run_id(explicit_run_id, kfp_run_id)
+    parse_config({**config.model_dump(mode="json"), "run_id": run_id}, "the run id")
+    how = "given" if explicit_run_id.strip() else "the KFP run's id"
+    return StepResult(run_id, f"run {run_id} ({how}; artefacts at {RunLayout(config.model_copy(update={'run_id': run_id})).root})")
+
+
 @step("serve", imports=("selflengthen.serving.local", "selflengthen.training.output", "selflengthen.modelio"))
-def serve(config: RunConfig, *, target: str, phase: str, role: str, model: str) -> StepResult:
-    record_uri = serving.serve(config, target=target, phase=phase, role=role, model=model)
+def serve(config: RunConfig, *, phase: str, role: str, model: str) -> StepResult:
+    """The server's record URI, base URL and served model name (``record``, ``url``, ``model``)."""
+    record_uri = serving.serve(config, phase=phase, role=role, model=model)
     endpoint = serving.endpoint_for(config, record_uri, role)
-    return StepResult(record_uri, f"{model} at {endpoint.base_url}")
+    return StepResult({"record": record_uri, "url": endpoint.base_url, "model": endpoint.model}, f"{model} at {endpoint.base_url}")
 
 
 @step("teardown", imports=("selflengthen.serving.local",))
-def teardown(config: RunConfig, *, target: str, phase: str, role: str) -> StepResult:
-    stopped = serving.teardown(config, target=target, phase=phase, role=role)
+def teardown(config: RunConfig, *, phase: str, role: str) -> StepResult:
+    stopped = serving.teardown(config, phase=phase, role=role)
     return StepResult(None, f"stopped {', '.join(stopped) or 'nothing (no server was running)'}")
 
 
 @step("teardown-run", imports=("selflengthen.serving.local",))
-def teardown_run(config: RunConfig, *, target: str) -> StepResult:
-    stopped = serving.teardown_run(config, target=target)
+def _teardown_run(config: RunConfig) -> StepResult:
+    stopped = serving.teardown_run(config)
     return StepResult(None, f"stopped {', '.join(stopped) or 'nothing (every server was down already)'}")
+
+
+def teardown_run(config_json: str, *, explicit_run_id: str, kfp_run_id: str) -> None:
+    """The exit handler: every server and TrainJob of the run (its id derived as identify-run does)."""
+    _teardown_run(config_json, run_id=effective_run_id(explicit_run_id, kfp_run_id))
 
 
 # --------------------------------------------------------------------------- generation
@@ -293,15 +325,18 @@ def select(config: RunConfig, *, phase: str, responses: str) -> StepResult:
 
 
 @step("sft-data", imports=("selflengthen.stages.sft_data",))
-def sft_data(config: RunConfig, *, phase: str, selected: str) -> StepResult:
-    """SFT examples of both roles from this iteration's selection (all iterations' with accumulate)."""
+def sft_data(config: RunConfig, *, phase: str, selected: str, initial: str, extended: str, run_data: str) -> StepResult:
+    """SFT examples of both roles from this iteration's selection (all iterations' with accumulate:
+    the earlier ones from ``run_data``), and ``run_data`` with this iteration's datasets added."""
     from selflengthen.stages.sft_data import run_sft_data
 
     layout = RunLayout(config)
     iteration = phase_index(config, phase)
-    previous = [layout.iteration(k, "selected") for k in range(1, iteration)] if config.sft_data.accumulate else []
+    earlier = RunData.parse(run_data)
+    previous = earlier.selected if config.sft_data.accumulate else []
     uris = run_sft_data(config, extended=[*previous, selected], output=layout.phase(phase, "sft"), iteration=iteration)
-    return StepResult(uris, f"SFT data from {len(previous) + 1} selection(s)")
+    made = earlier.add(initial=initial, extended=extended, selected=selected)
+    return StepResult({**uris, "run_data": made.model_dump_json()}, f"SFT data from {len(previous) + 1} selection(s)")
 
 
 @step("train", imports=("selflengthen.training",))
@@ -315,12 +350,12 @@ def train(config: RunConfig, *, phase: str, role: Role, data: str, previous: str
 
 
 @step("length-control", imports=("selflengthen.stages.length_control",))
-def length_control(config: RunConfig, *, collected: str, endpoint: str) -> StepResult:
-    """Length-constrained examples from every iteration's responses plus the final collection."""
+def length_control(config: RunConfig, *, run_data: str, collected: str, endpoint: str) -> StepResult:
+    """Length-constrained examples from every iteration's responses (``run_data``) plus the final collection."""
     from selflengthen.stages.length_control import run_length_control
 
     layout = RunLayout(config)
-    sources = [*layout.iteration_responses(), *([collected] if collected else [])]
+    sources = [*RunData.parse(run_data).responses, *([collected] if collected else [])]
     result = run_length_control(
         serving.with_endpoint(config, endpoint, "generator"),
         responses=sources,

@@ -19,7 +19,9 @@ The pod:
 * Non-root (uid 10001), no privilege escalation, capabilities dropped, read-only root; HOME and
   every cache live on an emptyDir at ``/tmp``; ``/dev/shm`` is a memory emptyDir.
 * startup/readiness/liveness probes on ``/health``; GPUs, CPU and memory limits; node selector
-  and tolerations from ``serving.cluster``; owned by the pipeline pod when it is known.
+  and tolerations from ``serving.cluster``; emptyDirs and ephemeral storage sized by
+  ``serving.cluster.model_storage``; owned by the run's Workflow, with a lease
+  (:mod:`selflengthen.cluster.ownership`).
 """
 
 from __future__ import annotations
@@ -44,13 +46,14 @@ from selflengthen.cluster.objects import (
     model_source,
     object_labels,
     object_name,
-    pipeline_pod_owner,
     pod_security_context,
     secret_env,
     storage_credentials_env,
     tolerations,
     wait_for,
 )
+from selflengthen.cluster.pods import FailFast, pod_problems
+from selflengthen.cluster.ownership import NO_OWNER, RunOwner, lease_patch, run_owner
 from selflengthen.config import Role, RunConfig
 from selflengthen.errors import EndpointError, SelfLengthenError
 
@@ -64,17 +67,6 @@ ADAPTER_DIR = f"{MODELS_DIR}/adapter"
 SCRATCH_DIR = "/tmp"
 # LoRA ranks vLLM accepts for --max-lora-rank.
 VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
-# Waiting reasons after which a pod will not become ready by waiting longer.
-_FATAL_REASONS = {
-    "CrashLoopBackOff",
-    "CreateContainerConfigError",
-    "CreateContainerError",
-    "InvalidImageName",
-    "ErrImageNeverPull",
-}
-_STARTING_REASONS = {"ContainerCreating", "PodInitializing"}
-
-
 @dataclass(frozen=True)
 class ModelServer:
     """The objects of one role's model server and how clients reach it."""
@@ -94,7 +86,7 @@ def build_model_server(
     model_uri: str,
     adapter_uri: str | None = None,
     *,
-    owner: k8s.V1OwnerReference | None = None,
+    owner: RunOwner = NO_OWNER,
 ) -> ModelServer:
     """The Deployment and Service serving ``role`` (base ``model_uri``, optional LoRA ``adapter_uri``)."""
     namespace = config.pipeline.namespace
@@ -110,17 +102,17 @@ def build_model_server(
     if adapter_uri is not None:
         downloads.append((adapter_uri, ADAPTER_DIR))
 
-    metadata = k8s.V1ObjectMeta(
-        name=name, namespace=namespace, labels=labels, owner_references=[owner] if owner else None
-    )
+    metadata = owner.metadata(config)
+    metadata.name, metadata.namespace, metadata.labels = name, namespace, labels
+    storage = config.serving.cluster.model_storage
     pod = k8s.V1PodSpec(
         containers=[
             _vllm_container(config, served_model, BASE_DIR if base_from_s3 else model_uri, adapter_uri is not None)
         ],
         init_containers=[_fetch_container(config, downloads)] if downloads else None,
         volumes=[
-            k8s.V1Volume(name="models", empty_dir=k8s.V1EmptyDirVolumeSource()),
-            k8s.V1Volume(name="scratch", empty_dir=k8s.V1EmptyDirVolumeSource()),
+            k8s.V1Volume(name="models", empty_dir=k8s.V1EmptyDirVolumeSource(size_limit=storage)),
+            k8s.V1Volume(name="scratch", empty_dir=k8s.V1EmptyDirVolumeSource(size_limit=storage)),
             k8s.V1Volume(
                 name="shm",
                 empty_dir=k8s.V1EmptyDirVolumeSource(medium="Memory", size_limit=config.serving.cluster.shm_size),
@@ -188,7 +180,8 @@ def _vllm_container(config: RunConfig, served_model: str, model: str, with_adapt
         env.append(secret_env("HF_TOKEN", cluster.hf_token_secret, "HF_TOKEN"))
     if config.pipeline.api_key_secret:
         env.append(secret_env("VLLM_API_KEY", config.pipeline.api_key_secret, "SELFLENGTHEN_API_KEY"))
-    resources = {"cpu": cluster.cpu, "memory": cluster.memory}
+    # the downloaded model and vLLM's caches live on emptyDirs: request the node disk they need
+    resources = {"cpu": cluster.cpu, "memory": cluster.memory, "ephemeral-storage": cluster.model_storage}
     if cluster.gpus:
         resources["nvidia.com/gpu"] = str(cluster.gpus)
     return k8s.V1Container(
@@ -275,7 +268,7 @@ def serve_role_in_cluster(
     api = api_client or kube_api_client(EndpointError)
     apps, core = k8s.AppsV1Api(api), k8s.CoreV1Api(api)
     namespace = config.pipeline.namespace
-    server = build_model_server(config, role, iteration, model_uri, adapter_uri, owner=pipeline_pod_owner(namespace))
+    server = build_model_server(config, role, iteration, model_uri, adapter_uri, owner=run_owner(core, namespace))
     where = f"{namespace}/{server.name}"
     with api_errors(EndpointError, f"creating Service {where}"):
         create_or_replace(core.create_namespaced_service, core.replace_namespaced_service, namespace, server.service)
@@ -284,14 +277,15 @@ def serve_role_in_cluster(
             apps.create_namespaced_deployment, apps.replace_namespaced_deployment, namespace, server.deployment
         )
     log.info("waiting for model server %s (%s) to become ready", where, role)
+    fail_fast = FailFast(config.execution)
 
     def rolled_out() -> bool | None:
         deployment = apps.read_namespaced_deployment(server.name, namespace)
         if _rolled_out(deployment):
             return True
-        fatal = [text for text, is_fatal in _pod_problems(core, namespace, server.name) if is_fatal]
-        if fatal:
-            raise EndpointError(f"model server {where} cannot start: {'; '.join(fatal)}")
+        cause = fail_fast.check(core, namespace, server.name)
+        if cause:
+            raise EndpointError(f"model server {where} cannot start: {cause}")
         for condition in (deployment.status and deployment.status.conditions) or []:
             if condition.type == "Progressing" and condition.reason == "ProgressDeadlineExceeded":
                 summary = _problem_summary(core, namespace, server.name)
@@ -312,7 +306,8 @@ def serve_role_in_cluster(
                 f"model server {where} not ready after {timeout:g} s (serving.cluster.ready_timeout_s)"
                 f"{_problem_summary(core, namespace, server.name)}"
             )
-    except EndpointError:
+    except EndpointError as error:
+        log.error("%s", error)
         try:
             teardown_role_in_cluster(config, role, iteration, api_client=api)
         except SelfLengthenError as cleanup_error:
@@ -320,6 +315,18 @@ def serve_role_in_cluster(
         raise
     log.info("model server %s ready at %s", where, server.base_url)
     return server.base_url
+
+
+def renew_server_lease(config: RunConfig, role: Role, iteration: int, *, api_client: k8s.ApiClient | None = None) -> None:
+    """Move the lease of the role's model server (Deployment and Service) to ``execution.lease_s``
+    from now: a step using the server calls it, so ``selflengthen gc`` leaves the server alone."""
+    api = api_client or kube_api_client(EndpointError)
+    apps, core = k8s.AppsV1Api(api), k8s.CoreV1Api(api)
+    namespace, name = config.pipeline.namespace, object_name(config.run_id, role, iteration)
+    patch = lease_patch(config)
+    with api_errors(EndpointError, f"renewing the lease of model server {namespace}/{name}"):
+        apps.patch_namespaced_deployment(name, namespace, patch)
+        core.patch_namespaced_service(name, namespace, patch)
 
 
 def teardown_role_in_cluster(
@@ -363,34 +370,10 @@ def _rolled_out(deployment: k8s.V1Deployment) -> bool:
     )
 
 
-def _pod_problems(core: k8s.CoreV1Api, namespace: str, name: str) -> list[tuple[str, bool]]:
-    """Why the server's pods are not ready, as (text, whether waiting longer cannot help)."""
-    problems = []
-    for pod in core.list_namespaced_pod(namespace, label_selector=f"{LABEL_INSTANCE}={name}").items:
-        status = pod.status or k8s.V1PodStatus()
-        for condition in status.conditions or []:
-            if condition.type == "PodScheduled" and condition.status == "False":
-                problems.append((f"pod {pod.metadata.name} unschedulable: {condition.message}", False))
-        for container in (status.init_container_statuses or []) + (status.container_statuses or []):
-            waiting = container.state and container.state.waiting
-            if not waiting or waiting.reason in _STARTING_REASONS:
-                continue
-            text = f"pod {pod.metadata.name} container {container.name}: {waiting.reason}"
-            if waiting.message:
-                text += f": {waiting.message}"
-            last = container.last_state and container.last_state.terminated
-            if last:
-                text += (
-                    f" (last exit code {last.exit_code}{': ' + last.message.strip()[-500:] if last.message else ''})"
-                )
-            problems.append((text, waiting.reason in _FATAL_REASONS))
-    return problems
-
-
 def _problem_summary(core: k8s.CoreV1Api, namespace: str, name: str) -> str:
     """``: <problems>`` for an error message, or nothing when there are none (or they are unknown)."""
     try:
-        problems = [text for text, _ in _pod_problems(core, namespace, name)]
+        problems = [problem.describe() for problem in pod_problems(core, namespace, name)]
     except (ApiException, HTTPError) as error:
         return f" (pod states unknown: {error})"
     return f": {'; '.join(problems)}" if problems else ""

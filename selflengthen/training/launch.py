@@ -12,30 +12,37 @@ train``; torchrun starts the processes:
 from __future__ import annotations
 
 import sys
+from dataclasses import asdict, dataclass
 from typing import Sequence
 
 MODULE = "selflengthen.training"
 
 
-def train_arguments(
-    *,
-    config_path: str | None,
-    role: str,
-    data_uri: str,
-    base_model_uri: str,
-    output_uri: str,
-    adapter_from_uri: str | None = None,
-    overrides: Sequence[str] = (),
-) -> list[str]:
-    """The arguments of ``selflengthen train`` (and of ``python -m selflengthen.training``)."""
-    arguments = ["--role", role, "--data", data_uri, "--base-model", base_model_uri, "--output", output_uri]
-    if config_path:
-        arguments += ["--config", config_path]
-    if adapter_from_uri:
-        arguments += ["--adapter-from", adapter_from_uri]
-    for override in overrides:
-        arguments += ["--set", override]
-    return arguments
+@dataclass(frozen=True)
+class TrainingRequest:
+    """One training run's arguments, the same wherever it runs: in the step's process, under local
+    torchrun (``selflengthen train``, the inline train step on Kubeflow) or in a TrainJob."""
+
+    role: str
+    data_uri: str
+    base_model_uri: str
+    output_uri: str
+    adapter_from_uri: str | None = None
+
+    def arguments(self, *, config_path: str | None, overrides: Sequence[str] = ()) -> list[str]:
+        """The arguments of ``selflengthen train`` (and of ``python -m selflengthen.training``)."""
+        arguments = ["--role", self.role, "--data", self.data_uri, "--base-model", self.base_model_uri, "--output", self.output_uri]
+        if config_path:
+            arguments += ["--config", config_path]
+        if self.adapter_from_uri:
+            arguments += ["--adapter-from", self.adapter_from_uri]
+        for override in overrides:
+            arguments += ["--set", override]
+        return arguments
+
+    def keywords(self) -> dict[str, str | None]:
+        """The keyword arguments of :func:`selflengthen.training.train_role` (besides the config)."""
+        return asdict(self)
 
 
 def local_torchrun_command(arguments: Sequence[str], nproc_per_node: int) -> list[str]:

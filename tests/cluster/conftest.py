@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any, Iterator
 
 import pytest
 
-from selflengthen.cluster import objects
+from selflengthen.cluster import objects, ownership, pods
 from selflengthen.config import RunConfig, apply_override, parse_config
 from tests.cluster.fake_kube import FakeKubeAPI, VirtualClock
 
 NAMESPACE = "ns1"
+# The wall clock leases are computed from (a built object and the one a step sends are equal).
+WALL_CLOCK = 1_800_000_000.0
 
 
 def cluster_config(**overrides: Any) -> RunConfig:
@@ -21,7 +24,8 @@ def cluster_config(**overrides: Any) -> RunConfig:
         "model": {"base": "s3://models/base"},
         "storage": {"s3_endpoint": "minio.ns1.svc:9000", "s3_secure": False},
         "serving": {"generator": {"model": "gen"}, "extender": {"model": "ext"}, "cluster": {"ready_timeout_s": 10}},
-        "trainjob": {"mode": "trainjob", "timeout_s": 60, "gpus_per_node": 4, "num_nodes": 2},
+        "trainjob": {"timeout_s": 60, "gpus_per_node": 4, "num_nodes": 2},
+        "execution": {"target": "kubeflow", "training": "trainjob"},
         "pipeline": {"namespace": NAMESPACE},
     }
     for key, value in overrides.items():
@@ -41,6 +45,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> VirtualClock:
     """Polling loops run on virtual time: sleeping advances the clock and takes no time."""
     virtual = VirtualClock()
     monkeypatch.setattr(objects, "time", virtual)
+    monkeypatch.setattr(pods, "time", virtual)
     return virtual
 
 
@@ -49,3 +54,8 @@ def _no_pipeline_pod(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests decide whether a pipeline pod is known (env POD_NAME / POD_UID / POD_NAMESPACE)."""
     for name in ("POD_NAME", "POD_UID", "POD_NAMESPACE"):
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _fixed_wall_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ownership, "time", SimpleNamespace(time=lambda: WALL_CLOCK))

@@ -8,11 +8,13 @@ from typing import Any
 
 import pytest
 import urllib3
+from kubernetes import client as k8s
 
 from selflengthen.cluster.objects import to_manifest
+from selflengthen.cluster.ownership import RunOwner, parse_expiry
 from selflengthen.errors import EndpointError
 from selflengthen.serving.cluster import build_model_server, serve_role_in_cluster, teardown_role_in_cluster
-from tests.cluster.conftest import NAMESPACE, cluster_config
+from tests.cluster.conftest import NAMESPACE, WALL_CLOCK, cluster_config
 from tests.cluster.fake_kube import FakeKubeAPI, echo, status
 from tests.fixtures.k8s_validation import validate_object
 
@@ -124,7 +126,7 @@ def test_pods_run_non_root_without_capabilities_on_a_read_only_root():
     assert env["HOME"] == "/tmp" and env["USER"] == "vllm"
     volumes = {volume["name"]: volume for volume in spec["volumes"]}
     assert volumes["shm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "16Gi"}
-    assert volumes["models"]["emptyDir"] == {} and volumes["scratch"]["emptyDir"] == {}
+    assert volumes["models"]["emptyDir"] == volumes["scratch"]["emptyDir"] == {"sizeLimit": "64Gi"}  # serving.cluster.model_storage
     assert containers(server)["vllm"]["volumeMounts"][0] == {"name": "models", "mountPath": "/models", "readOnly": True}
 
 
@@ -142,7 +144,7 @@ def test_probes_resources_and_placement():
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert vllm[probe]["httpGet"] == {"path": "/health", "port": "http"}
     assert vllm["startupProbe"]["periodSeconds"] * vllm["startupProbe"]["failureThreshold"] == 600
-    assert vllm["resources"]["limits"] == {"cpu": "8", "memory": "64Gi", "nvidia.com/gpu": "2"}
+    assert vllm["resources"]["limits"] == {"cpu": "8", "memory": "64Gi", "ephemeral-storage": "64Gi", "nvidia.com/gpu": "2"}
     assert vllm["resources"]["requests"] == vllm["resources"]["limits"]
     assert vllm["args"][vllm["args"].index("--tensor-parallel-size") + 1] == "2"
     assert spec["nodeSelector"] == {"nvidia.com/gpu.product": "H100"}
@@ -207,24 +209,30 @@ def test_the_objects_are_valid_kubernetes_objects():
     validate_object(manifest(server.service))
 
 
-def test_the_pipeline_pod_owns_the_objects_when_it_is_known(monkeypatch):
-    from selflengthen.cluster.objects import pipeline_pod_owner
-
-    monkeypatch.setenv("POD_NAME", "run-abc-serve")
-    monkeypatch.setenv("POD_UID", "1234-5678")
-    owner = pipeline_pod_owner(NAMESPACE)
-    server = build_model_server(cluster_config(), "generator", 1, "s3://models/base", owner=owner)
-    assert manifest(server.deployment)["metadata"]["ownerReferences"] == [
-        {"apiVersion": "v1", "kind": "Pod", "name": "run-abc-serve", "uid": "1234-5678", "blockOwnerDeletion": False}
-    ]
-    monkeypatch.setenv("POD_NAMESPACE", "kubeflow-user")
-    assert pipeline_pod_owner(NAMESPACE) is None, "owner references cannot cross namespaces"
-    monkeypatch.delenv("POD_UID")
-    monkeypatch.delenv("POD_NAMESPACE")
-    assert pipeline_pod_owner(NAMESPACE) is None
+def test_the_run_owner_and_its_lease_go_on_every_object():
+    owner = RunOwner(k8s.V1OwnerReference(api_version="argoproj.io/v1alpha1", kind="Workflow", name="wf-1", uid="wf-uid", controller=False, block_owner_deletion=False))
+    config = cluster_config()
+    server = build_model_server(config, "generator", 1, "s3://models/base", owner=owner)
+    for obj in (server.deployment, server.service):
+        metadata = manifest(obj)["metadata"]
+        assert metadata["ownerReferences"] == [
+            {"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow", "name": "wf-1", "uid": "wf-uid", "controller": False, "blockOwnerDeletion": False}
+        ]
+        assert metadata["annotations"]["selflengthen.io/workflow"] == "wf-1"
+        assert metadata["annotations"]["selflengthen.io/workflow-uid"] == "wf-uid"
+        lease = parse_expiry(metadata["annotations"]["selflengthen.io/lease-expires"])
+        assert lease == WALL_CLOCK + config.execution.lease_s
+        assert metadata["labels"]["selflengthen.io/run-id"] == "demo"
+        assert metadata["labels"]["app.kubernetes.io/managed-by"] == "selflengthen"
 
 
 # --------------------------------------------------------------------------- the API calls
+
+
+def step_pod(uid: str, namespace: str = NAMESPACE) -> dict[str, Any]:
+    """The step's own pod as Argo creates it: controlled by its Workflow."""
+    workflow = {"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow", "name": "selflengthen-x7k2p", "uid": "wf-uid", "controller": True, "blockOwnerDeletion": True}
+    return {"kind": "Pod", "apiVersion": "v1", "metadata": {"name": "run-abc-serve", "namespace": namespace, "uid": uid, "ownerReferences": [workflow]}}
 
 
 def deployment_state(config, *, ready: bool, conditions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -263,6 +271,7 @@ def test_serve_creates_the_objects_waits_until_ready_and_returns_the_url(kube: F
     monkeypatch.setenv("POD_NAME", "run-abc-serve")
     monkeypatch.setenv("POD_UID", "1234")
     config = cluster_config()
+    kube.reply("GET", f"{PODS}/run-abc-serve", 200, step_pod("1234"))
     kube.reply("POST", SERVICES, 201, echo(uid="s1"))
     kube.reply("POST", DEPLOYMENTS, 201, echo(uid="d1", generation=1))
     kube.reply("GET", f"{DEPLOYMENTS}/{NAME}", 200, deployment_state(config, ready=False))
@@ -275,13 +284,16 @@ def test_serve_creates_the_objects_waits_until_ready_and_returns_the_url(kube: F
 
     assert url == f"http://{NAME}.{NAMESPACE}.svc:8000/v1"
     server = build_model_server(config, "generator", 1, "s3://models/base")
-    service_body, deployment_body = kube.requests[0].body, kube.requests[1].body
-    owner = [{"apiVersion": "v1", "kind": "Pod", "name": "run-abc-serve", "uid": "1234", "blockOwnerDeletion": False}]
-    assert service_body["metadata"].pop("ownerReferences") == owner
-    assert deployment_body["metadata"].pop("ownerReferences") == owner
-    assert service_body == manifest(server.service)
-    assert deployment_body == manifest(server.deployment)
-    assert kube.requests[3].query == {"labelSelector": f"app.kubernetes.io/instance={NAME}"}
+    service_body, deployment_body = kube.requests[1].body, kube.requests[2].body
+    owner = [{"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow", "name": "selflengthen-x7k2p", "uid": "wf-uid", "controller": False, "blockOwnerDeletion": False}]
+    expected = {"service": manifest(server.service), "deployment": manifest(server.deployment)}
+    for kind, body in (("service", service_body), ("deployment", deployment_body)):
+        assert body["metadata"].pop("ownerReferences") == owner
+        annotations = body["metadata"].pop("annotations")
+        assert annotations["selflengthen.io/workflow-uid"] == "wf-uid"
+        expected[kind]["metadata"].pop("annotations")
+        assert body == expected[kind]
+    assert kube.requests[4].query == {"labelSelector": f"app.kubernetes.io/instance={NAME}"}
     assert clock.now == 5
 
 
@@ -362,34 +374,82 @@ def expect_teardown(kube: FakeKubeAPI, *, selector: str = SELECTOR_ONE) -> None:
     kube.reply("DELETE", f"{SERVICES}/{NAME}", 200, status(200, "", "deleted"))
 
 
-def test_a_crashing_server_fails_at_once_with_its_last_words_and_is_deleted(kube: FakeKubeAPI, clock):
-    config = cluster_config()
+POD = f"{NAME}-7d9f-abcde"
+EVENTS = f"/api/v1/namespaces/{NAMESPACE}/events"
+UNSCHEDULABLE = [
+    {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}
+]
+
+
+def events(*items: tuple[str, str, str]) -> dict[str, Any]:
+    """An EventList of (type, reason, message), oldest first."""
+    return {
+        "kind": "EventList", "apiVersion": "v1", "metadata": {},
+        "items": [
+            {"metadata": {"name": f"e{i}"}, "involvedObject": {"kind": "Pod", "name": POD}, "type": kind, "reason": reason,
+             "message": message, "count": 1, "lastTimestamp": f"2026-01-01T00:00:0{i}Z"}
+            for i, (kind, reason, message) in enumerate(items)
+        ],
+    }  # fmt: skip
+
+
+FAIL_FAST = [
+    # (pod state, settings, the log answer: text or an error status, what the message shows)
+    (pod_list(waiting("InvalidImageName", 'invalid reference format: "vllm/vllm-openai:v0.11.0 "')), {}, "", "InvalidImageName"),
+    (pod_list(waiting("ErrImageNeverPull", "image not present with pull policy Never")), {}, "", "ErrImageNeverPull"),
+    (pod_list(waiting("CrashLoopBackOff", "back-off 20s restarting failed container", "torch.OutOfMemoryError: CUDA out of memory\n")),
+     {}, "INFO loading weights\ntorch.OutOfMemoryError: CUDA out of memory", "last exit code 1: torch.OutOfMemoryError"),
+    (pod_list(waiting("ImagePullBackOff", 'Back-off pulling image "vllm/vllm-openai:v0.11.0"')), {"execution__start_grace_s": 0}, "", "ImagePullBackOff"),
+    (pod_list(waiting("ErrImagePull", "manifest unknown")), {"execution__start_grace_s": 0}, "", "ErrImagePull"),
+    (pod_list(waiting("CreateContainerConfigError", 'secret "selflengthen-s3" not found')), {"execution__start_grace_s": 0}, "", "CreateContainerConfigError"),
+    (pod_list(waiting("CreateContainerError", "mount failed")), {"execution__start_grace_s": 0}, "", "CreateContainerError"),
+    (pod_list(conditions=UNSCHEDULABLE), {"execution__start_grace_s": 0}, None, "Unschedulable: 0/3 nodes are available"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("pods", "settings", "log", "cause"), FAIL_FAST, ids=[case[3].split(":")[0] for case in FAIL_FAST])
+def test_a_pod_that_cannot_start_ends_the_wait_at_once_with_its_events_and_log(kube: FakeKubeAPI, clock, pods, settings, log, cause):
+    config = cluster_config(**settings)
     kube.reply("POST", SERVICES, 201, echo())
     kube.reply("POST", DEPLOYMENTS, 201, echo(generation=1))
     kube.reply("GET", f"{DEPLOYMENTS}/{NAME}", 200, deployment_state(config, ready=False))
-    crash = waiting(
-        "CrashLoopBackOff", "back-off 20s restarting failed container", "torch.OutOfMemoryError: CUDA out of memory\n"
-    )
-    kube.reply("GET", PODS, 200, pod_list(crash))
+    kube.reply("GET", PODS, 200, pods)
+    kube.reply("GET", EVENTS, 200, events(("Normal", "Scheduled", "Successfully assigned"), ("Warning", "Failed", "the kubelet's own words")))
+    if log is not None:
+        answer = (200, log) if log else (400, status(400, "BadRequest", 'container "vllm" in pod is waiting to start'))
+        kube.reply("GET", f"{PODS}/{POD}/log", *answer)
     expect_teardown(kube)
 
     with pytest.raises(EndpointError) as raised:
         serve_role_in_cluster(config, "generator", 1, "s3://models/base", api_client=kube.api_client)
-    assert "cannot start" in str(raised.value) and "CrashLoopBackOff" in str(raised.value)
-    assert "last exit code 1: torch.OutOfMemoryError: CUDA out of memory" in str(raised.value)
-    assert kube.requests[-4].query == {"labelSelector": SELECTOR_ONE}
-    assert kube.requests[-3].query == {"propagationPolicy": "Background"}
+    message = str(raised.value)
+    assert clock.now == 0, "no waiting"
+    assert "cannot start" in message and cause in message
+    assert "event Warning Failed: the kubelet's own words" in message
+    if log:
+        assert "log: torch.OutOfMemoryError: CUDA out of memory" in message
+        log_request = next(r for r in kube.requests if r.path.endswith("/log"))
+        assert log_request.query["previous"] in (True, "true") and int(log_request.query["tailLines"]) == 30  # the crashed run's log
+    elif log == "":
+        assert "no log of container vllm" in message
+    events_request = next(r for r in kube.requests if r.path == EVENTS)
+    assert events_request.query["fieldSelector"] == f"involvedObject.kind=Pod,involvedObject.name={POD}"
 
 
-def test_a_missing_secret_fails_at_once(kube: FakeKubeAPI, clock):
-    config = cluster_config()
+def test_a_possibly_passing_state_gets_its_grace_then_fails(kube: FakeKubeAPI, clock):
+    config = cluster_config(execution__start_grace_s=10)
+    pulling = pod_list(waiting("ImagePullBackOff", "rate limited"))
     kube.reply("POST", SERVICES, 201, echo())
     kube.reply("POST", DEPLOYMENTS, 201, echo(generation=1))
-    kube.reply("GET", f"{DEPLOYMENTS}/{NAME}", 200, deployment_state(config, ready=False))
-    kube.reply("GET", PODS, 200, pod_list(waiting("CreateContainerConfigError", 'secret "selflengthen-s3" not found')))
+    for _ in range(3):  # t = 0, 5 within the grace; t = 10 ends it
+        kube.reply("GET", f"{DEPLOYMENTS}/{NAME}", 200, deployment_state(config, ready=False))
+        kube.reply("GET", PODS, 200, pulling)
+    kube.reply("GET", EVENTS, 200, events(("Warning", "Failed", "toomanyrequests")))
+    kube.reply("GET", f"{PODS}/{POD}/log", 400, status(400, "BadRequest", "waiting to start"))
     expect_teardown(kube)
-    with pytest.raises(EndpointError, match='CreateContainerConfigError: secret "selflengthen-s3" not found'):
-        serve_role_in_cluster(config, "generator", 1, "s3://models/base", api_client=kube.api_client)
+    with pytest.raises(EndpointError, match=r"ImagePullBackOff: rate limited \(for 10 s\)[\s\S]*toomanyrequests"):
+        serve_role_in_cluster(config, "generator", 1, "s3://models/base", api_client=kube.api_client, poll_interval_s=5)
+    assert clock.now == 10
 
 
 def test_a_server_that_never_gets_ready_times_out_with_the_pod_states(kube: FakeKubeAPI, clock):
@@ -413,7 +473,7 @@ def test_a_server_that_never_gets_ready_times_out_with_the_pod_states(kube: Fake
     with pytest.raises(EndpointError) as raised:
         serve_role_in_cluster(config, "generator", 1, "s3://models/base", api_client=kube.api_client, poll_interval_s=5)
     assert "not ready after 10 s (serving.cluster.ready_timeout_s)" in str(raised.value)
-    assert "unschedulable: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu." in str(raised.value)
+    assert "Unschedulable: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu." in str(raised.value)
     assert clock.now == 10
 
 

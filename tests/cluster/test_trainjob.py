@@ -7,12 +7,15 @@ import json
 from typing import Any
 
 import pytest
+from kubernetes import client as k8s
 
 from selflengthen.cluster.objects import to_manifest
+from selflengthen.cluster.ownership import RunOwner, lease_expiry
 from selflengthen.cluster.trainjob import build_config_map, build_trainjob, run_trainjob
 from selflengthen.config import parse_config
 from selflengthen.errors import TrainingError
-from tests.cluster.conftest import NAMESPACE, cluster_config
+from selflengthen.training.launch import TrainingRequest
+from tests.cluster.conftest import NAMESPACE, WALL_CLOCK, cluster_config
 from tests.cluster.fake_kube import FakeKubeAPI, echo, status
 from tests.fixtures.k8s_validation import InvalidObject, validate_crd_object
 
@@ -27,8 +30,25 @@ URIS = {
 }
 
 
+def request(**overrides: Any) -> TrainingRequest:
+    return TrainingRequest(role="extender", **{**URIS, **overrides})
+
+
 def trainjob(config=None, **overrides: Any) -> dict[str, Any]:
-    return build_trainjob(config or cluster_config(), "extender", 2, **{**URIS, **overrides})
+    return build_trainjob(config or cluster_config(), 2, request(**overrides))
+
+
+POD = f"{NAME}-node-0-0-abcde"
+PODS = f"/api/v1/namespaces/{NAMESPACE}/pods"
+
+
+def running() -> dict[str, Any]:
+    return {"name": "node", "image": "x", "imageID": "", "ready": True, "restartCount": 0, "state": {"running": {}}}
+
+
+def pods(*statuses: dict[str, Any]) -> dict[str, Any]:
+    pod = {"metadata": {"name": POD}, "spec": {"containers": [{"name": "node"}]}, "status": {"containerStatuses": list(statuses)}}
+    return {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": [pod]}
 
 
 def with_conditions(job: dict[str, Any], *conditions: dict[str, str]) -> dict[str, Any]:
@@ -73,10 +93,8 @@ def test_the_trainjob_runs_the_train_command_under_torchrun_on_the_runtime():
     ]  # fmt: skip
     assert spec["trainer"]["image"] == cluster_config().trainjob.image
     assert spec["trainer"]["numNodes"] == 2 and spec["trainer"]["numProcPerNode"] == 4
-    assert spec["trainer"]["resourcesPerNode"] == {
-        "requests": {"nvidia.com/gpu": "4"},
-        "limits": {"nvidia.com/gpu": "4"},
-    }
+    node = {"memory": "256Gi", "ephemeral-storage": "200Gi", "nvidia.com/gpu": "4"}  # host memory for ZeRO-3 offload
+    assert spec["trainer"]["resourcesPerNode"] == {"requests": node, "limits": node}
     assert spec["activeDeadlineSeconds"] == 60
 
 
@@ -134,7 +152,8 @@ def test_placement_and_cpu_only_jobs():
         trainjob__tolerations=[{"key": "dedicated", "operator": "Equal", "value": "train", "effect": "NoSchedule"}],
     )
     job = trainjob(config, adapter_from_uri=None, base_model_uri="Qwen/Qwen2.5-7B-Instruct")
-    assert "resourcesPerNode" not in job["spec"]["trainer"] and job["spec"]["trainer"]["numProcPerNode"] == 1
+    assert "nvidia.com/gpu" not in job["spec"]["trainer"]["resourcesPerNode"]["requests"]
+    assert job["spec"]["trainer"]["numProcPerNode"] == 1
     assert "--adapter-from" not in job["spec"]["trainer"]["command"]
     assert job["spec"]["runtimeRef"]["kind"] == "ClusterTrainingRuntime"
     pod = job["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0]["template"][
@@ -199,9 +218,10 @@ def test_a_complete_job_is_the_result(kube: FakeKubeAPI, clock):
     config = cluster_config()
     expect_create(kube)
     kube.reply("GET", f"{TRAINJOBS}/{NAME}", 200, with_conditions(trainjob(config), CREATED))
+    kube.reply("GET", PODS, 200, pods(running()))
     kube.reply("GET", f"{TRAINJOBS}/{NAME}", 200, with_conditions(trainjob(config), CREATED, COMPLETE))
 
-    result = run_trainjob(config, "extender", 2, **URIS, api_client=kube.api_client, poll_interval_s=30)
+    result = run_trainjob(config, 2, request(), api_client=kube.api_client, poll_interval_s=30)
 
     assert result["status"]["conditions"][-1]["type"] == "Complete"
     assert kube.requests[0].body == trainjob(config)
@@ -216,7 +236,7 @@ def test_a_failed_job_fails_with_its_own_reason(kube: FakeKubeAPI, clock):
     expect_create(kube)
     kube.reply("GET", f"{TRAINJOBS}/{NAME}", 200, with_conditions(trainjob(config), CREATED, FAILED))
     with pytest.raises(TrainingError) as raised:
-        run_trainjob(config, "extender", 2, **URIS, api_client=kube.api_client)
+        run_trainjob(config, 2, request(), api_client=kube.api_client)
     text = str(raised.value)
     assert f"TrainJob {NAMESPACE}/{NAME} failed (JobSetFailed)" in text
     assert 'ReplicatedJob "node" failed: exit code 1' in text
@@ -229,10 +249,13 @@ def test_a_retried_step_adopts_the_running_job(kube: FakeKubeAPI, clock):
         "POST", TRAINJOBS, 409, status(409, "AlreadyExists", f'trainjobs.trainer.kubeflow.org "{NAME}" already exists')
     )
     kube.reply("GET", f"{TRAINJOBS}/{NAME}", 200, with_conditions(trainjob(config), CREATED))
+    kube.reply("PATCH", f"{TRAINJOBS}/{NAME}", 200, with_conditions(trainjob(config), CREATED))
     kube.reply("POST", CONFIGMAPS, 409, status(409, "AlreadyExists", "already exists"))
     kube.reply("PUT", f"{CONFIGMAPS}/{NAME}-config", 200, echo())
     kube.reply("GET", f"{TRAINJOBS}/{NAME}", 200, with_conditions(trainjob(config), CREATED, COMPLETE))
-    run_trainjob(config, "extender", 2, **URIS, api_client=kube.api_client)
+    run_trainjob(config, 2, request(), api_client=kube.api_client)
+    adoption = kube.requests[2].body["metadata"]
+    assert "selflengthen.io/lease-expires" in adoption["annotations"], "the adopted job gets this attempt's lease"
 
 
 def test_a_retried_step_replaces_a_failed_job(kube: FakeKubeAPI, clock):
@@ -244,8 +267,29 @@ def test_a_retried_step_replaces_a_failed_job(kube: FakeKubeAPI, clock):
     kube.reply("GET", f"{TRAINJOBS}/{NAME}", 404, status(404, "NotFound", "not found"))
     expect_create(kube)
     kube.reply("GET", f"{TRAINJOBS}/{NAME}", 200, with_conditions(trainjob(config), COMPLETE))
-    run_trainjob(config, "extender", 2, **URIS, api_client=kube.api_client)
+    run_trainjob(config, 2, request(), api_client=kube.api_client)
     assert kube.requests[2].query == {"propagationPolicy": "Foreground"}
+
+
+def test_trainer_pods_that_cannot_start_fail_the_step_at_once_and_free_the_gpus(kube: FakeKubeAPI, clock):
+    config = cluster_config()
+    expect_create(kube)
+    kube.reply("GET", f"{TRAINJOBS}/{NAME}", 200, with_conditions(trainjob(config), CREATED))
+    pulling = {"name": "node", "image": "x", "imageID": "", "ready": False, "restartCount": 0,
+               "state": {"waiting": {"reason": "InvalidImageName", "message": 'invalid reference format: "ghcr.io/x:"'}}}  # fmt: skip
+    kube.reply("GET", PODS, 200, pods(pulling))
+    kube.reply("GET", f"/api/v1/namespaces/{NAMESPACE}/events", 200, {"metadata": {}, "items": [
+        {"metadata": {"name": "e"}, "involvedObject": {"kind": "Pod", "name": POD}, "type": "Warning", "reason": "InspectFailed",
+         "message": "Failed to apply default image tag", "lastTimestamp": "2026-01-01T00:00:00Z"}]})  # fmt: skip
+    kube.reply("GET", f"{PODS}/{POD}/log", 400, status(400, "BadRequest", "container is waiting to start"))
+    kube.reply("DELETE", f"{TRAINJOBS}/{NAME}", 200, {})
+    with pytest.raises(TrainingError) as raised:
+        run_trainjob(config, 2, request(), api_client=kube.api_client, poll_interval_s=30)
+    message = str(raised.value)
+    assert "cannot start (it was deleted)" in message and "InvalidImageName" in message
+    assert "event Warning InspectFailed: Failed to apply default image tag" in message and "no log of container node" in message
+    assert kube.requests[3].query == {"labelSelector": f"app.kubernetes.io/instance={NAME}"}
+    assert clock.now == 0
 
 
 def test_a_job_that_does_not_finish_in_time_is_deleted(kube: FakeKubeAPI, clock):
@@ -253,9 +297,10 @@ def test_a_job_that_does_not_finish_in_time_is_deleted(kube: FakeKubeAPI, clock)
     expect_create(kube)
     for _ in range(3):  # t = 0, 30, 60
         kube.reply("GET", f"{TRAINJOBS}/{NAME}", 200, with_conditions(trainjob(config), CREATED))
+        kube.reply("GET", PODS, 200, pods(running()))
     kube.reply("DELETE", f"{TRAINJOBS}/{NAME}", 200, with_conditions(trainjob(config), CREATED))
     with pytest.raises(TrainingError, match=r"did not finish within 60 s \(trainjob.timeout_s\); it was deleted"):
-        run_trainjob(config, "extender", 2, **URIS, api_client=kube.api_client, poll_interval_s=30)
+        run_trainjob(config, 2, request(), api_client=kube.api_client, poll_interval_s=30)
 
 
 @pytest.mark.parametrize(
@@ -268,6 +313,23 @@ def test_a_job_that_does_not_finish_in_time_is_deleted(kube: FakeKubeAPI, clock)
 def test_api_refusals_are_clear(kube: FakeKubeAPI, code, reason, message, expected):
     kube.reply("POST", TRAINJOBS, code, status(code, reason, message))
     with pytest.raises(TrainingError) as raised:
-        run_trainjob(cluster_config(), "extender", 2, **URIS, api_client=kube.api_client)
+        run_trainjob(cluster_config(), 2, request(), api_client=kube.api_client)
     assert f"creating TrainJob {NAMESPACE}/{NAME}: HTTP {code}" in str(raised.value)
     assert expected in str(raised.value) and message in str(raised.value)
+
+
+def test_the_trainjob_is_owned_by_the_runs_workflow_with_its_lease_and_labels():
+    workflow = k8s.V1OwnerReference(
+        api_version="argoproj.io/v1alpha1", kind="Workflow", name="wf-1", uid="wf-uid", controller=False, block_owner_deletion=False
+    )
+    config = cluster_config()
+    metadata = build_trainjob(config, 2, request(), owner=RunOwner(workflow))["metadata"]
+    assert metadata["ownerReferences"] == [
+        {"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow", "name": "wf-1", "uid": "wf-uid", "controller": False, "blockOwnerDeletion": False}
+    ]
+    assert metadata["annotations"] == {
+        "selflengthen.io/workflow": "wf-1",
+        "selflengthen.io/workflow-uid": "wf-uid",
+        "selflengthen.io/lease-expires": lease_expiry(config.execution.lease_s, WALL_CLOCK),
+    }
+    assert metadata["labels"]["selflengthen.io/run-id"] == "demo" and metadata["labels"]["app.kubernetes.io/managed-by"] == "selflengthen"

@@ -20,6 +20,10 @@ DEFAULT_OBJECTS = {
     ("NetworkPolicy", "selflengthen-model-server"),
     ("NetworkPolicy", "selflengthen-trainer"),
     ("TrainingRuntime", "selflengthen-deepspeed"),
+    ("ServiceAccount", "selflengthen-janitor"),
+    ("Role", "selflengthen-janitor"),
+    ("RoleBinding", "selflengthen-janitor"),
+    ("CronJob", "selflengthen-janitor"),
 }
 
 
@@ -102,16 +106,39 @@ def test_serviceaccount_and_rbac_templates(helm_template):
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "kubeflow-runner", "namespace": "selflengthen"}]
     assert role["metadata"]["labels"]["team"] == "ml"
     without_rbac = by_kind_and_name(helm_template("runner.rbac.create=false"))
-    assert not {kind for kind, _ in without_rbac} & {"Role", "RoleBinding"}
+    assert not {(kind, name) for kind, name in without_rbac if name == "selflengthen-runner"} & {("Role", "selflengthen-runner"), ("RoleBinding", "selflengthen-runner")}
 
 
 @pytest.mark.integration
 def test_rbac_is_namespaced_and_never_reads_secrets(helm_template):
     objects = helm_template("minio.enabled=true")
     assert not {obj["kind"] for obj in objects} & {"ClusterRole", "ClusterRoleBinding"}
-    (role,) = [obj for obj in objects if obj["kind"] == "Role"]
-    for rule in role["rules"]:
+    roles = [obj for obj in objects if obj["kind"] == "Role"]
+    assert len(roles) == 2
+    for rule in (rule for role in roles for rule in role["rules"]):
         assert "secrets" not in rule["resources"] and "*" not in rule["resources"] + rule["verbs"]
+
+
+@pytest.mark.integration
+def test_the_janitor_cronjob_runs_gc_with_only_what_it_needs(helm_template):
+    objects = by_kind_and_name(helm_template("janitor.schedule=*/5 * * * *"))
+    cronjob, role = objects[("CronJob", "selflengthen-janitor")], objects[("Role", "selflengthen-janitor")]
+    validate_object(cronjob)
+    assert cronjob["spec"]["schedule"] == "*/5 * * * *" and cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+    pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["command"] == ["selflengthen", "gc"]
+    assert container["env"][0]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    assert pod["serviceAccountName"] == "selflengthen-janitor" and pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True and container["securityContext"]["readOnlyRootFilesystem"] is True
+    verbs = {(group, resource): set(rule["verbs"]) for rule in role["rules"] for group in rule["apiGroups"] for resource in rule["resources"]}
+    assert verbs == {
+        ("apps", "deployments"): {"list", "delete"},
+        ("", "services"): {"list", "delete"},
+        ("trainer.kubeflow.org", "trainjobs"): {"list", "delete"},
+        ("argoproj.io", "workflows"): {"get", "list"},
+    }
+    assert ("CronJob", "selflengthen-janitor") not in by_kind_and_name(helm_template("janitor.enabled=false"))
 
 
 @pytest.mark.integration

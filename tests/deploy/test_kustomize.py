@@ -18,6 +18,10 @@ BASE_OBJECTS = {
     ("NetworkPolicy", "selflengthen-model-server"),
     ("NetworkPolicy", "selflengthen-trainer"),
     ("TrainingRuntime", "selflengthen-deepspeed"),
+    ("ServiceAccount", "selflengthen-janitor"),
+    ("Role", "selflengthen-janitor"),
+    ("RoleBinding", "selflengthen-janitor"),
+    ("CronJob", "selflengthen-janitor"),
 }
 MINIO_OBJECTS = {
     ("PersistentVolumeClaim", "selflengthen-minio"),
@@ -47,8 +51,9 @@ def test_every_object_is_valid_and_in_its_namespace(kustomize, folder, namespace
         if obj["kind"] != "Namespace":
             assert obj["metadata"]["namespace"] == namespace, obj["metadata"]
         assert obj["metadata"]["labels"]["app.kubernetes.io/part-of"] == "selflengthen"
-    (binding,) = [obj for obj in objects if obj["kind"] == "RoleBinding"]
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "selflengthen-runner", "namespace": namespace}]
+    bindings = {obj["metadata"]["name"]: obj for obj in objects if obj["kind"] == "RoleBinding"}
+    for account in ("selflengthen-runner", "selflengthen-janitor"):
+        assert bindings[account]["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": namespace}]
 
 
 def test_the_base_namespace_is_the_config_default(kustomize):

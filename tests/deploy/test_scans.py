@@ -57,7 +57,7 @@ def test_checkov_passes_on_every_rendered_object(checkov_bin, rendered):
     assert summary["failed"] == 0 and summary["parsing_errors"] == 0, summary
     assert summary["passed"] > 100, summary
     scanned = {check["resource"].split(".")[0] for check in report["results"]["passed_checks"]}
-    assert {"Deployment", "Service", "Role", "RoleBinding", "ServiceAccount"} <= scanned
+    assert {"Deployment", "Service", "Role", "RoleBinding", "ServiceAccount", "CronJob"} <= scanned
 
 
 @pytest.mark.parametrize("dockerfile", ["Dockerfile.runtime", "Dockerfile.trainer"])

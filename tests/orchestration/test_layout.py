@@ -2,7 +2,7 @@
 
 import pytest
 
-from selflengthen.orchestration.layout import RunLayout, evaluation_name, phase_index, served_generation
+from selflengthen.orchestration.layout import RunData, RunLayout, evaluation_name, phase_index, served_generation
 from tests.orchestration.helpers import run_config
 
 
@@ -16,12 +16,20 @@ def test_uris_depend_only_on_workdir_and_run_id() -> None:
     assert layout.heldout(0) == "s3://bucket/runs/unit/heldout/generator-0"
     assert layout.report("report.json") == "s3://bucket/runs/unit/report/report.json"
     assert RunLayout(config.model_copy(update={"seed": 7})).iteration(1, "initial") == layout.iteration(1, "initial")
-    assert layout.iteration_responses() == [
+
+
+def test_run_data_collects_each_iterations_datasets_in_order() -> None:
+    layout = RunLayout(run_config("s3://bucket/runs"))
+    data = RunData.parse("")
+    for k in (1, 2):
+        data = RunData.parse(data.add(initial=layout.iteration(k, "initial"), extended=layout.iteration(k, "extended"), selected=layout.iteration(k, "selected")).model_dump_json())
+    assert data.responses == [
         "s3://bucket/runs/unit/iteration-1/initial",
         "s3://bucket/runs/unit/iteration-1/extended",
         "s3://bucket/runs/unit/iteration-2/initial",
         "s3://bucket/runs/unit/iteration-2/extended",
     ]
+    assert data.selected == ["s3://bucket/runs/unit/iteration-1/selected", "s3://bucket/runs/unit/iteration-2/selected"]
 
 
 def test_phases_number_iterations_then_final_then_evaluation() -> None:

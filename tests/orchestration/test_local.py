@@ -42,9 +42,9 @@ def test_count_tasks_counts_container_tasks_of_every_sub_pipeline() -> None:
     two = count_tasks(build_pipeline(run_config("/r", iterations=2, eval={"enabled": False})))
     per_iteration = 12  # 2 serve, held-out, self-instruct, generate, extend, 2 teardown, select, sft-data, 2 train
     assert two - one == per_iteration
-    # prepare, report, exit handler + final: serve, held-out, self-instruct, collect, length control, teardown, train,
-    # then the final model's serve, held-out answers and teardown
-    assert one == per_iteration + 3 + 7 + 3
+    # identify-run, prepare, report, exit handler + final: serve, held-out, self-instruct, collect, length control,
+    # teardown, train, then the final model's serve, held-out answers and teardown
+    assert one == per_iteration + 4 + 7 + 3
 
 
 def test_pipeline_log_keeps_everything_and_shows_progress() -> None:

@@ -1,5 +1,7 @@
-"""Serve and teardown steps with a real local model server (transformers serve, tiny model)."""
+"""Serve and teardown steps: with a real local model server (transformers serve, tiny model), and
+the exit handler on Kubeflow against a scripted Kubernetes API and an S3 endpoint that is down."""
 
+import socket
 from datetime import datetime, timezone
 
 import httpx
@@ -10,6 +12,7 @@ from selflengthen.orchestration import serving
 from selflengthen.orchestration.layout import RunLayout
 from selflengthen.storage import get_storage, join_uri
 from selflengthen.training.output import COMPLETE_NAME, TrainedModel
+from tests.cluster.fake_kube import FakeKubeAPI, status
 from tests.orchestration.helpers import alive, run_config
 
 
@@ -18,7 +21,7 @@ def test_serve_replace_teardown_and_teardown_of_the_run(tmp_path, untrained_mode
     monkeypatch.setenv(serving.LOCAL_DIR_ENV, str(tmp_path))
     config = run_config(str(tmp_path / "runs"), model={"base": str(untrained_model_dir)})
     storage = get_storage()
-    first = serving.serve(config, target="local", phase="iteration-1", role="generator", model=str(untrained_model_dir))
+    first = serving.serve(config, phase="iteration-1", role="generator", model=str(untrained_model_dir))
     assert first == RunLayout(config).server_record("iteration-1", "generator")
     old = serving.ServerRecord.model_validate_json(storage.read_text(first))
     endpoint = serving.endpoint_for(config, first, "generator")
@@ -27,18 +30,18 @@ def test_serve_replace_teardown_and_teardown_of_the_run(tmp_path, untrained_mode
     assert (tmp_path / "logs" / "server-iteration-1-generator.log").exists()
 
     # A rerun of the same serve step (the first run was killed) replaces the server it left.
-    again = serving.serve(config, target="local", phase="iteration-1", role="generator", model=str(untrained_model_dir))
+    again = serving.serve(config, phase="iteration-1", role="generator", model=str(untrained_model_dir))
     new = serving.ServerRecord.model_validate_json(storage.read_text(again))
     assert new.pid != old.pid and not alive(old.pid) and alive(new.pid)
     assert serving.with_endpoint(config, again, "generator").serving.generator.base_url == new.base_url
 
-    other = serving.serve(config, target="local", phase="iteration-1", role="extender", model=str(untrained_model_dir))
+    other = serving.serve(config, phase="iteration-1", role="extender", model=str(untrained_model_dir))
     other_pid = serving.ServerRecord.model_validate_json(storage.read_text(other)).pid
-    assert serving.teardown(config, target="local", phase="iteration-1", role="generator") == [f"iteration-1 generator (pid {new.pid})"]
+    assert serving.teardown(config, phase="iteration-1", role="generator") == [f"iteration-1 generator (pid {new.pid})"]
     assert not alive(new.pid) and not storage.exists(again)
-    assert serving.teardown(config, target="local", phase="iteration-1", role="generator") == []
+    assert serving.teardown(config, phase="iteration-1", role="generator") == []
 
-    assert serving.teardown_run(config, target="local") == [f"iteration-1 extender (pid {other_pid})"]
+    assert serving.teardown_run(config) == [f"iteration-1 extender (pid {other_pid})"]
     assert not alive(other_pid) and storage.list(RunLayout(config).serving()) == []
 
 
@@ -52,12 +55,74 @@ def test_a_lora_result_without_a_merged_model_is_refused_locally(tmp_path) -> No
     get_storage().write_text(join_uri(output, COMPLETE_NAME), trained.model_dump_json())
     assert serving.served_model(get_storage(), output) == serving.ServedModel(model="/models/base", adapter=join_uri(output, "adapter"))
     with pytest.raises(EndpointError, match="training.save_merged"):
-        serving.serve(config, target="local", phase="iteration-2", role="generator", model=output)
+        serving.serve(config, phase="iteration-2", role="generator", model=output)
 
 
-def test_unknown_targets_and_missing_records_are_clear_errors(tmp_path) -> None:
+def test_missing_records_are_clear_errors(tmp_path) -> None:
     config = run_config(str(tmp_path / "runs"))
-    with pytest.raises(EndpointError, match="unknown serving target 'docker'"):
-        serving.teardown_run(config, target="docker")
     with pytest.raises(EndpointError, match="serve step of this phase has not run"):
         serving.endpoint_for(config, RunLayout(config).server_record("iteration-1", "generator"), "generator")
+
+
+# --------------------------------------------------------------------------- the exit handler on Kubeflow
+
+NS = "ns1"
+DEPLOYMENTS = f"/apis/apps/v1/namespaces/{NS}/deployments"
+SERVICES = f"/api/v1/namespaces/{NS}/services"
+TRAINJOBS = f"/apis/trainer.kubeflow.org/v1alpha1/namespaces/{NS}/trainjobs"
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 nothing listens on (S3 that cannot be reached)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def kubeflow_config(endpoint: str):
+    return run_config(
+        "s3://runs/unit",
+        model={"base": "s3://models/base"},
+        storage={"s3_endpoint": endpoint, "s3_secure": False, "max_retries": 0},
+        pipeline={"namespace": NS},
+        execution={"target": "kubeflow", "training": "trainjob"},
+    )
+
+
+def listed(*names: str) -> dict:
+    return {"metadata": {}, "items": [{"metadata": {"name": name}} for name in names]}
+
+
+def test_the_exit_handler_deletes_cluster_objects_when_s3_is_unreachable(monkeypatch, caplog) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    config = kubeflow_config(f"127.0.0.1:{closed_port()}")
+    kube = FakeKubeAPI()
+    kube.reply("GET", DEPLOYMENTS, 200, listed("sl-unit-generator-it1"))
+    kube.reply("DELETE", f"{DEPLOYMENTS}/sl-unit-generator-it1", 200, {})
+    kube.reply("GET", SERVICES, 200, listed("sl-unit-generator-it1"))
+    kube.reply("DELETE", f"{SERVICES}/sl-unit-generator-it1", 200, {})
+    kube.reply("GET", TRAINJOBS, 200, listed("sl-unit-extender-it2"))
+    kube.reply("DELETE", f"{TRAINJOBS}/sl-unit-extender-it2", 200, {})
+
+    stopped = serving.teardown_run(config, api_client=kube.api_client)
+
+    kube.assert_done()
+    assert stopped == ["Deployment/sl-unit-generator-it1", "Service/sl-unit-generator-it1", "TrainJob/sl-unit-extender-it2"]
+    assert kube.requests[0].query["labelSelector"] == "selflengthen.io/run-id=unit,app.kubernetes.io/component=model-server"
+    assert kube.requests[4].query["labelSelector"] == "selflengthen.io/run-id=unit,app.kubernetes.io/component=trainer"
+    assert "the server records stay" in caplog.text
+
+
+def test_a_failed_cluster_delete_still_deletes_the_rest_and_fails_the_exit_handler(monkeypatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    config = kubeflow_config(f"127.0.0.1:{closed_port()}")
+    kube = FakeKubeAPI()
+    kube.reply("GET", DEPLOYMENTS, 403, status(403, "Forbidden", "deployments is forbidden"))
+    kube.reply("GET", TRAINJOBS, 200, listed("sl-unit-extender-it2"))
+    kube.reply("DELETE", f"{TRAINJOBS}/sl-unit-extender-it2", 200, {})
+
+    with pytest.raises(EndpointError, match="left cluster objects behind: deleting model servers .* HTTP 403"):
+        serving.teardown_run(config, api_client=kube.api_client)
+    kube.assert_done()

@@ -10,7 +10,7 @@ from selflengthen.fingerprint import Fingerprint
 from selflengthen.datasets import read_manifest, read_records, write_records
 from selflengthen.errors import TrainingError
 from selflengthen.orchestration import steps
-from selflengthen.orchestration.layout import RunLayout
+from selflengthen.orchestration.layout import RunData, RunLayout
 from selflengthen.orchestration.serving import LOCAL_DIR_ENV
 from selflengthen.records import SftExample
 from selflengthen.storage import get_storage
@@ -59,8 +59,12 @@ def test_select_then_sft_data_write_at_the_layout_places(tmp_path, monkeypatch, 
     selected = steps.select(config.to_json(), phase="iteration-1", responses=extended_responses(config), metrics=metrics)
     assert selected == RunLayout(config).iteration(1, "selected")
     assert metrics.logged["input"] == 6 and metrics.logged["kept"] >= 1
-    uris = steps.sft_data(config.to_json(), phase="iteration-1", selected=selected)
-    assert uris == {role: RunLayout(config).iteration(1, "sft", role) for role in ("generator", "extender")}
+    layout = RunLayout(config)
+    uris = steps.sft_data(
+        config.to_json(), phase="iteration-1", selected=selected, initial=layout.iteration(1, "initial"), extended=layout.iteration(1, "extended"), run_data=""
+    )
+    assert RunData.parse(uris.pop("run_data")) == RunData(responses=[layout.iteration(1, "initial"), layout.iteration(1, "extended")], selected=[selected])
+    assert uris == {role: layout.iteration(1, "sft", role) for role in ("generator", "extender")}
     examples = read_records(get_storage(), uris["extender"], SftExample)
     assert len(examples) == metrics.logged["kept"] and {e.role for e in examples} == {"extender"}
 
@@ -77,9 +81,15 @@ def test_sft_data_accumulates_earlier_selections(tmp_path) -> None:
     config = run_config(str(tmp_path / "runs"), sft_data={"accumulate": True})
     first = steps.select(config.to_json(), phase="iteration-1", responses=extended_responses(config))
     second = steps.select(config.to_json(), phase="iteration-2", responses=extended_responses(config, iteration=2))
-    uris = steps.sft_data(config.to_json(), phase="iteration-2", selected=second)
+    layout = RunLayout(config)
+    earlier = RunData(responses=[layout.iteration(1, "initial"), layout.iteration(1, "extended")], selected=[first])
+    uris = steps.sft_data(
+        config.to_json(), phase="iteration-2", selected=second, initial=layout.iteration(2, "initial"), extended=layout.iteration(2, "extended"),
+        run_data=earlier.model_dump_json(),
+    )  # fmt: skip
     examples = read_records(get_storage(), uris["generator"], SftExample)
     assert len(examples) == read_manifest(get_storage(), first).count + read_manifest(get_storage(), second).count
+    assert RunData.parse(uris["run_data"]).selected == [first, second], "the earlier selection came from run_data"
 
 
 def test_prepare_refuses_a_config_for_another_graph(tmp_path) -> None:

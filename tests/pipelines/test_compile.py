@@ -1,5 +1,6 @@
 """The compiled pipeline: kept up to date in the repository, and shaped as the design says."""
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 CLUSTER_CONFIG = REPO / "configs" / "cluster-qwen2.5-7b.yaml"
 COMPILED = REPO / "pipelines" / "compiled" / "selflengthen-cluster.yaml"
 REGENERATE = f"selflengthen compile --config {CLUSTER_CONFIG.relative_to(REPO)} --output {COMPILED.relative_to(REPO)}"
-SIDE_EFFECT_STEPS = ("serve", "teardown", "prepare", "report")
+SIDE_EFFECT_STEPS = ("serve", "teardown", "prepare", "report", "identify-run")
 
 
 def compiled(config: RunConfig, tmp_path: Path) -> tuple[dict, dict]:
@@ -60,7 +61,7 @@ def test_iterations_are_unrolled_each_feeding_the_next(tmp_path: Path) -> None:
             source = body[current]["inputs"]["parameters"][role]["taskOutputParameter"]
             assert source == {"outputParameterKey": role, "producerTask": previous}
     assert body["final"]["inputs"]["parameters"]["generator"]["taskOutputParameter"]["producerTask"] == names[-1]
-    assert body["report"]["dependentTasks"] == ["final"]
+    assert body["report"]["dependentTasks"] == ["final", "identify-run"]
 
 
 def test_an_iteration_tears_servers_down_before_selecting_and_training(tmp_path: Path) -> None:
@@ -116,23 +117,77 @@ def test_the_pipeline_root_comes_from_the_config(tmp_path: Path) -> None:
     assert "defaultPipelineRoot" not in spec
 
 
-def test_inline_training_gets_gpus_and_placement_trainjobs_do_not(tmp_path: Path) -> None:
+def test_inline_training_runs_in_the_trainer_image_with_its_gpus_trainjobs_do_not(tmp_path: Path) -> None:
     placement = {
-        "trainjob.mode": "inline",
+        "execution.training": "inline",
         "trainjob.gpus_per_node": 2,
         "trainjob.node_selector": {"pool": "gpu"},
-        "trainjob.tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        "trainjob.tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 30}],
     }
-    spec, executors = compiled(load_config(CLUSTER_CONFIG, placement), tmp_path)
-    train = spec["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"]
-    assert train["accelerator"]["resourceCount"] == "2" and train["accelerator"]["resourceType"] == "nvidia.com/gpu"
+    config = load_config(CLUSTER_CONFIG, placement)
+    spec, executors = compiled(config, tmp_path)
+    train = spec["deploymentSpec"]["executors"]["exec-train"]["container"]
+    assert train["image"] == config.trainjob.image
+    accelerator = train["resources"]["accelerator"]
+    assert (accelerator["resourceCount"], accelerator["resourceType"]) == ("2", "nvidia.com/gpu")
     assert executors["exec-train"]["nodeSelector"] == {"labels": {"pool": "gpu"}}
-    assert executors["exec-train"]["tolerations"][0]["key"] == "nvidia.com/gpu"
-    assert "resources" not in spec["deploymentSpec"]["executors"]["exec-generate"]["container"]
+    assert executors["exec-train"]["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": "30"}
+    ], "tolerationSeconds is kept (add_toleration_json would drop the camelCase key)"
+    assert "accelerator" not in spec["deploymentSpec"]["executors"]["exec-generate"]["container"]["resources"]
 
     spec, executors = compiled(load_config(CLUSTER_CONFIG), tmp_path)
-    assert "resources" not in spec["deploymentSpec"]["executors"]["exec-train"]["container"]
+    train = spec["deploymentSpec"]["executors"]["exec-train"]["container"]
+    assert train["image"] == config.pipeline.image and "accelerator" not in train["resources"]
     assert "nodeSelector" not in executors["exec-train"]
+
+
+def test_the_inline_train_step_starts_torchrun_with_one_process_per_gpu(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from selflengthen.orchestration import training
+    from selflengthen.training.launch import TrainingRequest
+
+    commands = []
+    monkeypatch.setattr(training.subprocess, "run", lambda command, check: commands.append(command) or subprocess.CompletedProcess(command, 0))
+    config = load_config(CLUSTER_CONFIG, {"execution.training": "inline", "trainjob.gpus_per_node": 4})
+    request = TrainingRequest(role="generator", data_uri="s3://b/d", base_model_uri="s3://b/m", output_uri="s3://b/o")
+    training.train_under_torchrun(config, request, nproc_per_node=config.trainjob.gpus_per_node)
+    (command,) = commands
+    assert command[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=4"]
+    assert command[command.index("--role"):command.index("--config")] == request.arguments(config_path=None)
+
+
+def test_every_step_takes_the_run_id_from_the_uncached_identify_step(tmp_path: Path) -> None:
+    spec, _ = compiled(load_config(CLUSTER_CONFIG), tmp_path)
+    assert spec["root"]["inputDefinitions"]["parameters"]["run_id"]["defaultValue"] == ""
+    body = dag(spec, "comp-exit-handler-1")
+    identify = body["identify-run"]["inputs"]["parameters"]
+    # the whole value, so the backend resolves it (kubeflow/pipelines backend/src/v2/driver/resolve.go)
+    assert identify["kfp_run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
+    assert identify["explicit_run_id"]["componentInputParameter"] == "pipelinechannel--run_id"
+    assert body["identify-run"]["cachingOptions"] == {}
+    for name in ("prepare", "report", "iteration", "final"):
+        assert body[name]["inputs"]["parameters"]["run_id"]["taskOutputParameter"]["producerTask"] == "identify-run", name
+    for sub_pipeline in ("comp-iteration", "comp-final"):  # inside, every task takes the sub-pipeline's run_id input
+        for name, task in dag(spec, sub_pipeline).items():
+            assert task["inputs"]["parameters"]["run_id"] == {"componentInputParameter": "run_id"}, name
+    exit_inputs = spec["root"]["dag"]["tasks"]["teardown-run"]["inputs"]["parameters"]
+    assert exit_inputs["kfp_run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
+    assert exit_inputs["explicit_run_id"]["componentInputParameter"] == "run_id"
+
+
+def test_steps_that_create_cluster_objects_know_their_pod_and_every_step_has_resources(tmp_path: Path) -> None:
+    config = load_config(CLUSTER_CONFIG)
+    spec, executors = compiled(config, tmp_path)
+    fields = {"POD_NAME": "metadata.name", "POD_UID": "metadata.uid", "POD_NAMESPACE": "metadata.namespace"}
+    creators = [name for name in executors if name.startswith(("exec-serve", "exec-train", "exec-teardown-run"))]
+    assert len(creators) >= 3
+    for name in creators:
+        assert {item["name"]: item["fieldPath"] for item in executors[name]["fieldPathAsEnv"]} == fields, name
+    for name, executor in spec["deploymentSpec"]["executors"].items():
+        resources = executor["container"]["resources"]
+        expected = config.execution.train_step if name.startswith("exec-train") else config.execution.steps
+        assert (resources["resourceCpuRequest"], resources["resourceMemoryRequest"]) == (expected.cpu, expected.memory), name
+        assert (resources["resourceCpuLimit"], resources["resourceMemoryLimit"]) == (expected.cpu, expected.memory), name
 
 
 @pytest.mark.parametrize("overrides", [{"eval.enabled": False, "length_control.extra_queries": 0}, {"eval.per_iteration": False}])
@@ -164,6 +219,29 @@ def test_export_step_follows_the_report_with_the_hub_token_secret(tmp_path: Path
     config = load_config(CLUSTER_CONFIG, {"export.enabled": True, "export.hub_repo": "me/long", "serving.cluster.hf_token_secret": "hf"})
     spec, executors = compiled(config, tmp_path)
     export = dag(spec, "comp-exit-handler-1")["export"]
-    assert export["dependentTasks"] == ["report"] and export["cachingOptions"] == {}
+    assert export["dependentTasks"] == ["identify-run", "report"] and export["cachingOptions"] == {}
     secrets = {item["secretName"]: item["keyToEnv"] for item in executors["exec-export"]["secretAsEnv"]}
     assert secrets["hf"] == [{"envVar": "HF_TOKEN", "secretKey": "HF_TOKEN"}]
+
+
+def test_every_data_input_is_an_edge_and_serve_steps_output_url_and_model(tmp_path: Path) -> None:
+    config = load_config(CLUSTER_CONFIG)
+    spec, _ = compiled(config, tmp_path)
+    body = dag(spec, "comp-exit-handler-1")
+    names = ["iteration", *(f"iteration-{k}" for k in range(2, config.iterations + 1))]
+    assert body["iteration"]["inputs"]["parameters"]["run_data"]["runtimeValue"]["constant"] == ""
+    for previous, current in zip(names, names[1:]):
+        source = body[current]["inputs"]["parameters"]["run_data"]["taskOutputParameter"]
+        assert source == {"outputParameterKey": "run_data", "producerTask": previous}
+    assert body["final"]["inputs"]["parameters"]["run_data"]["taskOutputParameter"]["producerTask"] == names[-1]
+    iteration = dag(spec, "comp-iteration")
+    sft = iteration["sft-data"]["inputs"]["parameters"]
+    assert sft["run_data"] == {"componentInputParameter": "run_data"}
+    assert {sft[name]["taskOutputParameter"]["producerTask"] for name in ("selected", "initial", "extended")} == {"select", "generate", "extend"}
+    outputs = spec["components"]["comp-iteration"]["dag"]["outputs"]["parameters"]["run_data"]["valueFromParameter"]
+    assert outputs == {"outputParameterKey": "run_data", "producerSubtask": "sft-data"}
+    length_control = dag(spec, "comp-final")["length-control"]["inputs"]["parameters"]
+    assert length_control["run_data"] == {"componentInputParameter": "run_data"}
+    serve = spec["components"]["comp-serve"]["outputDefinitions"]["parameters"]
+    assert set(serve) == {"record", "url", "model"}
+    assert iteration["generate"]["inputs"]["parameters"]["endpoint"]["taskOutputParameter"]["outputParameterKey"] == "record"

@@ -125,4 +125,4 @@ def test_two_iterations_on_s3_killed_and_resumed(tmp_path: Path, tiny_model_dir:
         first_entry, last_entry = report["iterations"][0], report["iterations"][-1]
         assert last_entry["lengths"]["generator_after"]["mean"] > first_entry["lengths"]["generator_before"]["mean"]
     finally:  # a failed or timed-out test leaves no server behind
-        teardown_run(local_config(config, workdir), target="local")
+        teardown_run(local_config(config, workdir))

@@ -10,7 +10,7 @@ import torch
 
 from selflengthen.config import TrainingConfig
 from selflengthen.errors import TrainingError
-from selflengthen.training.launch import local_torchrun_command, train_arguments, trainjob_command
+from selflengthen.training.launch import TrainingRequest, local_torchrun_command, trainjob_command
 from selflengthen.training.runtime import (
     PRESETS,
     ensure_process_group_env,
@@ -64,10 +64,10 @@ def test_one_process_group_is_described_only_when_no_launcher_did(no_launcher_en
 
 
 def test_launch_commands_run_the_train_module() -> None:
-    arguments = train_arguments(
-        config_path="c.yaml", role="extender", data_uri="s3://b/d", base_model_uri="s3://b/m",
-        output_uri="s3://b/o", adapter_from_uri="s3://b/a", overrides=["training.max_steps=5"],
-    )  # fmt: skip
+    request = TrainingRequest(
+        role="extender", data_uri="s3://b/d", base_model_uri="s3://b/m", output_uri="s3://b/o", adapter_from_uri="s3://b/a"
+    )
+    arguments = request.arguments(config_path="c.yaml", overrides=["training.max_steps=5"])
     assert arguments[arguments.index("--adapter-from") + 1] == "s3://b/a"
     assert arguments[-2:] == ["--set", "training.max_steps=5"]
     assert trainjob_command(arguments)[:3] == ["torchrun", "-m", "selflengthen.training"]
