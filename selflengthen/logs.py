@@ -8,11 +8,16 @@ import sys
 _FORMAT = "%(asctime)s %(levelname)s run=%(run_id)s iteration=%(iteration)s stage=%(stage)s %(message)s"
 
 
+HANDLER_NAME = "selflengthen-structured"
+
+
 def configure_logging(level: int = logging.INFO) -> None:
-    """Send selflengthen logs to stderr once, in the structured format."""
+    """Send selflengthen logs to stderr once, in the structured format (a handler named
+    ``HANDLER_NAME``, added unless present, whatever other handlers the logger has)."""
     logger = logging.getLogger("selflengthen")
-    if not logger.handlers:
+    if not any(handler.get_name() == HANDLER_NAME for handler in logger.handlers):
         handler = logging.StreamHandler(sys.stderr)
+        handler.set_name(HANDLER_NAME)
         # Module loggers (the client's retries, say) log without the stage's fields: "-" then.
         handler.setFormatter(logging.Formatter(_FORMAT, defaults={"run_id": "-", "iteration": "-", "stage": "-"}))
         logger.addHandler(handler)

@@ -2,7 +2,7 @@
 
 import logging
 
-from selflengthen.logs import configure_logging, stage_logger
+from selflengthen.logs import HANDLER_NAME, configure_logging, stage_logger
 
 
 def formatted(logger: logging.Logger | logging.LoggerAdapter, message: str, *args: object) -> str:
@@ -15,7 +15,7 @@ def formatted(logger: logging.Logger | logging.LoggerAdapter, message: str, *arg
     finally:
         base.removeFilter(records.append)
     # The handler configure_logging added (tests may have added capturing handlers beside it).
-    handler = next(h for h in logging.getLogger("selflengthen").handlers if type(h) is logging.StreamHandler)
+    handler = next(h for h in logging.getLogger("selflengthen").handlers if h.get_name() == HANDLER_NAME)
     return handler.format(records[0])
 
 

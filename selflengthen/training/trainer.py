@@ -171,6 +171,8 @@ def _check_inputs(
     examples = load_records(storage, data_uri, SftExample)
     validate_examples(examples, role, data_uri)
     model_config = check_base_model(storage, base_model_uri, trust_remote_code=training.trust_remote_code)
+    if not _fetched(base_model_uri):  # a fetched base is checked once it is here (train_role)
+        check_weights(Path(base_model_uri.removeprefix("file://")), f"base model {base_model_uri}")
     if adapter_from_uri is not None:
         if not uses_adapter_from(training):
             raise TrainingError(
@@ -181,6 +183,11 @@ def _check_inputs(
     elif training.method == "lora":
         check_lora_targets(model_config, training.lora)
     return examples
+
+
+def _fetched(uri: str) -> bool:
+    """Whether the model at ``uri`` is fetched into a local folder (s3://, hf://) rather than read in place."""
+    return "://" in uri and not uri.startswith("file://")
 
 
 def _previous_adapter(storage: Storage, uri: str | None) -> str | None:
@@ -230,7 +237,8 @@ def train_role(
         adapter_dir = _localize(adapter_from_uri, config, "adapter") if adapter_from_uri else None
         committed = checkpoints.complete_steps()
         resume_dir = checkpoints.fetch(committed[-1]) if committed else None
-    check_weights(base_dir, f"base model {base_model_uri}")
+    if _fetched(base_model_uri):
+        check_weights(base_dir, f"base model {base_model_uri}")
 
     tokenizer = AutoTokenizer.from_pretrained(str(base_dir), trust_remote_code=training.trust_remote_code)
     tokenized, report = tokenize_examples(
