@@ -17,6 +17,9 @@ E2E_OVERRIDES: dict[str, Any] = {
     "generate.max_retries": 2,
     "generate.sampling.max_tokens": 768,
     "extend.rounds": 1,
+    # Two chains per response (the reference's number): a 4-query iteration then trains on up to 16
+    # extended answers, not 8; with 4 or fewer, 20 steps over-fit and the held-out answers shrank.
+    "extend.chains": 2,
     "extend.sampling.max_tokens": 768,
     # With a handful of extended responses, rank-based dropping (keep 1 - 2 rank^3) can drop them
     # all and leave nothing to train on; the selection stage's own tests cover it.

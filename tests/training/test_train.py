@@ -43,8 +43,11 @@ def test_lora_run_reloads_continues_and_merges(untrained_model_dir, facts_jsonl,
     assert read_trained_model(get_storage(), str(second)).model is None
     assert not (second / "model").exists()
 
-    # A complete output is not trained again.
-    again = train_role(config, role="generator", data_uri=facts_jsonl, base_model_uri=base, output_uri=str(second))
+    # A complete output is not trained again (the same settings and inputs: its fingerprint matches).
+    again = train_role(
+        config, role="generator", data_uri=facts_jsonl, base_model_uri=base, output_uri=str(second),
+        adapter_from_uri=trained.adapter,
+    )  # fmt: skip
     assert again == continued
 
 
