@@ -52,7 +52,7 @@ def test_a_step_that_fails_deterministically_is_not_retried(tmp_path: Path, monk
     )
     assert result.exit_code == 2, result.output
     lines = result.stderr.splitlines()
-    first = next(index for index, line in enumerate(lines) if "error" in line.lower())  # after the run's start line
+    first = next(index for index, line in enumerate(lines) if line.startswith("error"))  # after the run's start line
     assert lines[first].startswith(f"error: step prepare failed: base model {missing} is not a Hugging Face model folder")
     assert lines[first + 1].startswith("(not retried")
     assert "Inner task failed" not in result.output

@@ -117,8 +117,13 @@ async def test_server_side_n_draws_the_samples_the_client_would_emulate(vllm_end
 
 
 def test_extend_continues_the_prefill_on_the_server(tmp_path, config_for):
-    config = config_for(extend={"attempts": 1, "rounds": 2, "sampling": {"max_tokens": 768, "seed": 9}})
-    initial = response(ESSAY, query="Write about rivers.")
+    # One response: length-biased thinning before extension would drop it (the shortest is always dropped).
+    config = config_for(
+        extend={"chains": 1, "attempts": 1, "rounds": 2, "sampling": {"max_tokens": 768, "seed": 9}},
+        select={"length_biased_initial": False},
+    )
+    # One sentence a paragraph: the round splits the text at its paragraph midpoint.
+    initial = response(ESSAY.replace(". ", ".\n\n"), query="Write about rivers.")
     storage = get_storage()
 
     async def rounds():
@@ -126,7 +131,7 @@ def test_extend_continues_the_prefill_on_the_server(tmp_path, config_for):
         async with GenerationClient(config.serving.extender) as client:
             tried = []
             for attempt in range(1, 5):
-                tried.append(await extend_round(client, config, initial, initial.text, attempt, 1))
+                tried.append(await extend_round(client, config, initial, initial.text, (1, attempt, 1)))
                 if tried[-1].stage1_text:
                     break
             return tried
@@ -159,7 +164,7 @@ def test_length_control_rewrites_each_query_on_the_server(tmp_path, config_for, 
                         "rewrite_sampling": {"max_tokens": 48, "seed": 2}},
     )  # fmt: skip
     sources = tmp_path / "responses.jsonl"
-    rows = [response(ESSAY, query=q) for q, _ in FACTS[:3]]
+    rows = [response(f"{ESSAY}\n\n{answer}", query=q) for q, answer in FACTS[:3]]  # distinct texts: one example each
     sources.write_text("".join(r.model_dump_json() + "\n" for r in rows), encoding="utf-8")
     before = served_requests(vllm_server.base_url)
     result = run_length_control(config, responses=[str(sources)], output=str(tmp_path / "length"))
@@ -169,7 +174,7 @@ def test_length_control_rewrites_each_query_on_the_server(tmp_path, config_for, 
     for example in examples:
         constraint = example.meta["constraint"]
         assert example.meta["llm_rewrite"] or constraint["text"] in example.messages[0].content
-        assert example.messages[1].content == ESSAY
+        assert example.messages[1].content in {row.text for row in rows}
     assert served_requests(vllm_server.base_url) - before == 3  # one rewrite request per example
 
 
