@@ -154,3 +154,21 @@ def test_push_creates_both_repos_and_commits_every_file(finished, tmp_path: Path
     assert "model.safetensors" in hub_server.repos[("model", "someone/long-answers")]["files"]
     assert "datasets:\n- someone/long-answers" in (Path(result.model) / "README.md").read_text()
     assert all("hf_test_token" not in path.read_text(errors="ignore") for path in (tmp_path / "out").rglob("*") if path.is_file())
+
+
+@pytest.mark.integration
+def test_export_to_s3_writes_the_same_files(finished, tmp_path: Path, s3_server, s3_credentials_env) -> None:
+    """The run is local, the export goes to S3 (SeaweedFS): every file of a local export is there, byte for byte."""
+    local = export_run(finished, output=str(tmp_path / "local"))
+    bucket = s3_server.create_bucket()
+    config = finished.model_copy(update={"storage": s3_server.storage_config()})
+    remote = export_run(config, output=f"s3://{bucket}/export")
+    assert remote.dataset == f"s3://{bucket}/export/dataset" and remote.rows == local.rows
+    storage = get_storage(config.storage)
+    for name, uri in (("dataset", remote.dataset), ("model", remote.model)):
+        folder = Path(getattr(local, name))
+        files = sorted(str(path.relative_to(folder)) for path in folder.rglob("*") if path.is_file())
+        assert sorted(item.removeprefix(uri + "/") for item in storage.list(uri)) == files
+        for relative in files:
+            if relative != "README.md":  # a card names the config's hash, and this config's storage differs
+                assert storage.read_bytes(join_uri(uri, relative)) == (folder / relative).read_bytes(), relative
