@@ -23,6 +23,7 @@ from selflengthen.client import Completion, GenerationClient, seeded
 from selflengthen.config import EndpointConfig, SamplingConfig
 from selflengthen.errors import EndpointError, RequestRefused
 from selflengthen.serving.local import free_port
+from tests.fixtures.http_json import send_json
 
 SAMPLING = SamplingConfig(temperature=0.7, top_p=0.8, top_k=20, repetition_penalty=1.1, max_tokens=32, seed=7)
 MESSAGES = [{"role": "user", "content": "Write about the sea."}]
@@ -50,13 +51,13 @@ def answer(*texts: str, finish_reason: str = "stop", tokens: int = 3) -> Reply:
             choices = [{"index": i, "text": t, "finish_reason": finish_reason} for i, t in enumerate(texts)]
             kind = "text_completion"
         usage = {"prompt_tokens": 5, "completion_tokens": tokens, "total_tokens": 5 + tokens}
-        _send_json(handler, 200, {"id": "x", "object": kind, "created": 0, "model": "m", "choices": choices, "usage": usage})
+        send_json(handler, 200, {"id": "x", "object": kind, "created": 0, "model": "m", "choices": choices, "usage": usage})
 
     return send
 
 
 def error(status: int, body: dict) -> Reply:
-    return lambda handler, _: _send_json(handler, status, body)
+    return lambda handler, _: send_json(handler, status, body)
 
 
 def drop() -> Reply:
@@ -82,20 +83,12 @@ def reject_extensions(reply: Reply) -> Reply:
     def send(handler: BaseHTTPRequestHandler, body: dict) -> None:
         unexpected = {"top_k", "repetition_penalty"} & body.keys()
         if unexpected:
-            _send_json(handler, 422, {"detail": f"Unexpected fields in the request: {unexpected}"})
+            send_json(handler, 422, {"detail": f"Unexpected fields in the request: {unexpected}"})
         else:
             reply(handler, body)
 
     return send
 
-
-def _send_json(handler: BaseHTTPRequestHandler, status: int, body: dict) -> None:
-    data = json.dumps(body).encode()
-    handler.send_response(status)
-    handler.send_header("Content-Type", "application/json")
-    handler.send_header("Content-Length", str(len(data)))
-    handler.end_headers()
-    handler.wfile.write(data)
 
 
 class ScriptedServer(ThreadingHTTPServer):
@@ -157,7 +150,7 @@ class _ScriptedHandler(BaseHTTPRequestHandler):
         self.server.serve_post(self, body)
 
     def do_GET(self) -> None:
-        _send_json(self, 200, {"object": "list", "data": self.server.models})
+        send_json(self, 200, {"object": "list", "data": self.server.models})
 
     def log_message(self, format: str, *args: object) -> None:
         pass
@@ -269,7 +262,7 @@ def _count_words(handler: BaseHTTPRequestHandler, body: dict) -> None:
         count = sum(len(m["content"].split()) + 3 for m in body["messages"])
     else:
         count = len(body["prompt"].split())
-    _send_json(handler, 200, {"count": count, "max_model_len": 64, "tokens": list(range(count))})
+    send_json(handler, 200, {"count": count, "max_model_len": 64, "tokens": list(range(count))})
 
 
 async def test_max_tokens_is_capped_to_the_context_the_prompt_leaves(server):
