@@ -643,7 +643,9 @@ class PipelineConfig(Section):
     )
     namespace: str = Field("selflengthen", description="Kubernetes namespace of the model servers and TrainJobs the steps create")
     service_account: str = Field(
-        "selflengthen-runner", description="the runner ServiceAccount the chart and manifests install; not read by the code"
+        "selflengthen-runner",
+        description="the account the run's pods use: `selflengthen submit` creates the run with it and `doctor` checks its "
+        "permissions (the chart and overlays install selflengthen-runner; multi-user Kubeflow: default-editor)",
     )
     storage_secret: str = Field("selflengthen-s3", description="Kubernetes Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY")
     api_key_secret: str | None = Field(None, description="Kubernetes Secret with SELFLENGTHEN_API_KEY")
