@@ -174,14 +174,17 @@ def to_manifest(obj: Any) -> Any:
 # --------------------------------------------------------------------------- the API
 
 
-def kube_api_client(error_type: type[SelfLengthenError]) -> k8s.ApiClient:
-    """A client for the cluster this code runs in (service account), else the local kubeconfig."""
+def kube_api_client(error_type: type[SelfLengthenError], context: str | None = None) -> k8s.ApiClient:
+    """A client for the cluster this code runs in (service account), else the local kubeconfig
+    (its ``context``, default the current one)."""
     configuration = k8s.Configuration()
     try:
+        if context:
+            raise ConfigException("a kubeconfig context was asked for")
         kube_config.load_incluster_config(client_configuration=configuration)
     except ConfigException:
         try:
-            kube_config.load_kube_config(client_configuration=configuration)
+            kube_config.load_kube_config(client_configuration=configuration, context=context)
         except (ConfigException, OSError) as error:
             raise error_type(f"no Kubernetes API to talk to: not in a pod and no usable kubeconfig ({error})") from None
     return k8s.ApiClient(configuration)
