@@ -16,6 +16,10 @@ def doctor_command(
     host: str = typer.Option(None, "--host", envvar="KF_PIPELINES_ENDPOINT", help="KFP API URL (default: through the kubeconfig's API server)"),
     token_env: str = typer.Option(None, "--token-env", help="name of an env var holding a bearer token for the KFP API"),
     kube_context: str = typer.Option(None, "--kube-context", help="kubeconfig context of the cluster (default: in-cluster, else the current one)"),
+    run_namespace: str = typer.Option(
+        None, "--run-namespace",
+        help="where the runs' pods and their account live: standalone KFP's namespace (e.g. kubeflow); default pipeline.namespace",
+    ),
     artifact_secret: str = typer.Option(
         "mlpipeline-minio-artifact", "--artifact-secret",
         help="the Secret of KFP's artifact store the launcher reads in the run's namespace (KFP's default name)",
@@ -34,6 +38,7 @@ def doctor_command(
         kfp_client=lambda: kfp_api.connect(host, cfg.pipeline.namespace, token_env=token_env, kube_context=kube_context),
         api_client=lambda: kube_api_client(SelfLengthenError, kube_context),
         artifact_secret=artifact_secret,
+        run_namespace=run_namespace,
     )
     for finding in findings:
         typer.echo(finding.line())

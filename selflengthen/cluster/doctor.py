@@ -23,7 +23,7 @@ from urllib3.exceptions import HTTPError
 
 from selflengthen.cluster import kfp_api
 from selflengthen.cluster.objects import STORAGE_SECRET_KEYS, describe_api_error
-from selflengthen.cluster.permissions import Permission, run_permissions
+from selflengthen.cluster.permissions import Permission, launcher_permissions, run_permissions
 from selflengthen.cluster.trainjob import GROUP as TRAINER_GROUP
 from selflengthen.config import RunConfig
 from selflengthen.errors import SelfLengthenError
@@ -247,80 +247,94 @@ def check_gpu_nodes(config: RunConfig, api: k8s.ApiClient) -> list[Finding]:
     return findings
 
 
-def check_service_account(config: RunConfig, api: k8s.ApiClient, artifact_secret: str) -> list[Finding]:
-    """The run's account exists and holds every permission of :func:`run_permissions`."""
+def _subject_access_review(user: str, namespace: str, permission: Permission) -> k8s.V1SubjectAccessReview:
+    resource, _, subresource = permission.resource.partition("/")
+    account_namespace = user.split(":")[2]
+    return k8s.V1SubjectAccessReview(
+        spec=k8s.V1SubjectAccessReviewSpec(
+            user=user,
+            groups=["system:serviceaccounts", f"system:serviceaccounts:{account_namespace}", "system:authenticated"],
+            resource_attributes=k8s.V1ResourceAttributes(
+                namespace=namespace, group=permission.group, verb=permission.verb, name=permission.name,
+                resource=resource, subresource=subresource or None,
+            ),
+        )
+    )  # fmt: skip
+
+
+def check_service_account(config: RunConfig, api: k8s.ApiClient, artifact_secret: str, run_namespace: str | None = None) -> list[Finding]:
+    """The run's account exists in the namespace the run's pods use (``run_namespace``: the KFP
+    namespace of standalone Kubeflow Pipelines, else ``pipeline.namespace``) and holds every
+    permission of :func:`run_permissions`: the steps' in ``pipeline.namespace``, the KFP
+    launcher's in ``run_namespace``."""
     namespace, account = config.pipeline.namespace, config.pipeline.service_account
-    name = f"service account {namespace}/{account}"
+    run_namespace = run_namespace or namespace
+    name = f"service account {run_namespace}/{account}"
     try:
-        k8s.CoreV1Api(api).read_namespaced_service_account(account, namespace)
+        k8s.CoreV1Api(api).read_namespaced_service_account(account, run_namespace)
     except (ApiException, HTTPError) as error:
         fix = "install the chart or overlay for your Kubeflow mode (docs/kubeflow.md), or set pipeline.service_account"
         if isinstance(error, ApiException) and error.status == 404:
             return failed(name, "does not exist", fix)
-        return _api_failure(name, error, f"reading ServiceAccount {namespace}/{account}", fix)
-    user = f"system:serviceaccount:{namespace}:{account}"
+        return _api_failure(name, error, f"reading ServiceAccount {run_namespace}/{account}", fix)
+    user = f"system:serviceaccount:{run_namespace}:{account}"
     authorization = k8s.AuthorizationV1Api(api)
-    missing: list[Permission] = []
-    for permission in run_permissions(config, artifact_secret):
-        review = k8s.V1SubjectAccessReview(
-            spec=k8s.V1SubjectAccessReviewSpec(
-                user=user,
-                groups=["system:serviceaccounts", f"system:serviceaccounts:{namespace}", "system:authenticated"],
-                resource_attributes=k8s.V1ResourceAttributes(
-                    namespace=namespace, group=permission.group, verb=permission.verb, name=permission.name,
-                    resource=permission.resource.split("/")[0], subresource=(permission.resource.split("/") + [""])[1] or None,
-                ),
-            )
-        )  # fmt: skip
+    launcher = set(launcher_permissions(artifact_secret))
+    permissions = run_permissions(config, artifact_secret)
+    missing: list[str] = []
+    for permission in permissions:
+        where = run_namespace if permission in launcher else namespace
         try:
-            answer = authorization.create_subject_access_review(review)
+            answer = authorization.create_subject_access_review(_subject_access_review(user, where, permission))
         except (ApiException, HTTPError) as error:
             return _api_failure(
                 name, error, "asking SubjectAccessReview",
-                f"run doctor as a cluster admin, or check by hand: kubectl auth can-i --as={user} -n {namespace} VERB RESOURCE",
+                f"run doctor as a cluster admin, or check by hand: kubectl auth can-i --as={user} -n {where} VERB RESOURCE",
             )  # fmt: skip
         if not (answer.status and answer.status.allowed):
-            missing.append(permission)
+            missing.append(f"{permission.describe()} in {where}")
     if missing:
         return failed(
-            name, f"may not {', '.join(permission.describe() for permission in missing)} in {namespace}",
-            "install the chart or overlay (its Role grants these) with the account the runs use (values kubeflow.mode)",
+            name, f"may not {', '.join(missing)}",
+            "install the chart or overlay for the account the runs use (values kubeflow.mode, docs/kubeflow.md)",
         )  # fmt: skip
-    return ok(name, f"exists and may do all {len(run_permissions(config, artifact_secret))} things its steps and the KFP launcher do")
+    return ok(name, f"exists and may do all {len(permissions)} things its steps and the KFP launcher do")
 
 
-def required_secrets(config: RunConfig, artifact_secret: str) -> list[tuple[str, tuple[str, ...], str]]:
-    """(Secret, keys, the config field naming it) the run reads."""
-    secrets = [(config.pipeline.storage_secret, STORAGE_SECRET_KEYS, "pipeline.storage_secret")]
+def required_secrets(config: RunConfig, artifact_secret: str, run_namespace: str) -> list[tuple[str, tuple[str, ...], str, tuple[str, ...]]]:
+    """(Secret, keys, the config field naming it, the namespaces that need it) of the run: the
+    step pods (``run_namespace``) and the model servers and trainers (``pipeline.namespace``)."""
+    both = tuple(dict.fromkeys((run_namespace, config.pipeline.namespace)))
+    secrets = [(config.pipeline.storage_secret, STORAGE_SECRET_KEYS, "pipeline.storage_secret", both)]
     if config.pipeline.api_key_secret:
-        secrets.append((config.pipeline.api_key_secret, ("SELFLENGTHEN_API_KEY",), "pipeline.api_key_secret"))
+        secrets.append((config.pipeline.api_key_secret, ("SELFLENGTHEN_API_KEY",), "pipeline.api_key_secret", (run_namespace,)))
     if config.serving.cluster.hf_token_secret:
-        secrets.append((config.serving.cluster.hf_token_secret, ("HF_TOKEN",), "serving.cluster.hf_token_secret"))
-    secrets.append((artifact_secret, (), "the KFP artifact store's Secret (--artifact-secret)"))
+        secrets.append((config.serving.cluster.hf_token_secret, ("HF_TOKEN",), "serving.cluster.hf_token_secret", both))
+    secrets.append((artifact_secret, (), "the KFP artifact store's Secret (--artifact-secret)", (run_namespace,)))
     return secrets
 
 
-def check_secrets(config: RunConfig, api: k8s.ApiClient, artifact_secret: str) -> list[Finding]:
-    """Each Secret the config names exists in the namespace with its keys (values are never read out)."""
-    core, namespace = k8s.CoreV1Api(api), config.pipeline.namespace
+def check_secrets(config: RunConfig, api: k8s.ApiClient, artifact_secret: str, run_namespace: str | None = None) -> list[Finding]:
+    """Each Secret the config names exists where it is read, with its keys (values are never read out)."""
+    core = k8s.CoreV1Api(api)
     findings: list[Finding] = []
-    for secret, keys, field in required_secrets(config, artifact_secret):
-        name = f"Secret {namespace}/{secret}"
-        create = f"kubectl -n {namespace} create secret generic {secret} " + " ".join(f"--from-literal={key}=..." for key in keys)
-        try:
-            found = core.read_namespaced_secret(secret, namespace)
-        except (ApiException, HTTPError) as error:
-            if isinstance(error, ApiException) and error.status == 404:
-                findings += failed(name, f"does not exist ({field})", create)
+    for secret, keys, field, namespaces in required_secrets(config, artifact_secret, run_namespace or config.pipeline.namespace):
+        for namespace in namespaces:
+            name = f"Secret {namespace}/{secret}"
+            create = f"kubectl -n {namespace} create secret generic {secret} " + " ".join(f"--from-literal={key}=..." for key in keys)
+            try:
+                found = core.read_namespaced_secret(secret, namespace)
+            except (ApiException, HTTPError) as error:
+                if isinstance(error, ApiException) and error.status == 404:
+                    findings += failed(name, f"does not exist ({field})", create.strip())
+                else:
+                    findings += _api_failure(name, error, f"reading Secret {namespace}/{secret}", create.strip())
+                continue
+            absent = [key for key in keys if key not in set(found.data or {}) | set(found.string_data or {})]
+            if absent:
+                findings += failed(name, f"has no key {', '.join(absent)} ({field})", create.strip())
             else:
-                findings += _api_failure(name, error, f"reading Secret {namespace}/{secret}", create)
-            continue
-        present = set(found.data or {}) | set(found.string_data or {})
-        absent = [key for key in keys if key not in present]
-        if absent:
-            findings += failed(name, f"has no key {', '.join(absent)} ({field})", create)
-        else:
-            findings += ok(name, f"exists{' with ' + ', '.join(keys) if keys else ''}")
+                findings += ok(name, f"exists{' with ' + ', '.join(keys) if keys else ''}")
     return findings
 
 
@@ -333,6 +347,7 @@ def run_checks(
     kfp_client: Callable[[], Any],
     api_client: Callable[[], k8s.ApiClient],
     artifact_secret: str,
+    run_namespace: str | None = None,
     storage: Storage | None = None,
 ) -> list[Finding]:
     """Every check, in the order a run meets what they check."""
@@ -346,8 +361,8 @@ def run_checks(
     checks: Iterable[Callable[[], list[Finding]]] = (
         lambda: check_trainer(config, api),
         lambda: check_gpu_nodes(config, api),
-        lambda: check_service_account(config, api, artifact_secret),
-        lambda: check_secrets(config, api, artifact_secret),
+        lambda: check_service_account(config, api, artifact_secret, run_namespace),
+        lambda: check_secrets(config, api, artifact_secret, run_namespace),
     )
     for check in checks:
         findings += check()

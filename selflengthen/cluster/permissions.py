@@ -49,7 +49,7 @@ JANITOR_PERMISSIONS = (
     *_permissions("apps", "deployments", "list", "delete"),
     *_permissions("", "services", "list", "delete"),
     *_permissions("trainer.kubeflow.org", "trainjobs", "list", "delete"),
-    *_permissions("argoproj.io", "workflows", "get", "list"),
+    *_permissions("argoproj.io", "workflows", "get"),
 )
 
 # What the KFP machinery in each step pod does under the run's account:

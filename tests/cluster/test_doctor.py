@@ -145,7 +145,7 @@ def test_a_missing_permission_is_named():
     for _ in run_permissions(config, ARTIFACTS):
         kube.reply("POST", SAR, 201, _review(denied))
     text = lines(doctor.check_service_account(config, kube.api_client, ARTIFACTS))
-    assert f"may not get pods/log, get secrets/{ARTIFACTS} in {NAMESPACE}" in text
+    assert f"may not get pods/log in {NAMESPACE}, get secrets/{ARTIFACTS} in {NAMESPACE}" in text
     sub = [r.body["spec"]["resourceAttributes"] for r in kube.requests[1:] if r.body["spec"]["resourceAttributes"]["resource"] == "pods"]
     assert {"resource": "pods", "subresource": "log", "verb": "get", "namespace": NAMESPACE, "group": ""}.items() <= next(a for a in sub if a.get("subresource")).items()
 
@@ -258,3 +258,14 @@ def test_the_command_prints_every_check_and_exits_1_on_a_failure(s3_config, kfp_
     assert "FAIL  base model: no config.json" in result.output
     assert "FAIL  Kubernetes API: no Kubernetes API to talk to" in result.output
     assert result.output.rstrip().endswith("failed")
+
+
+def test_standalone_kfp_checks_the_runner_in_the_kfp_namespace_and_the_steps_rights_in_the_objects_namespace():
+    config = cluster_config(pipeline__service_account="pipeline-runner")
+    kube = FakeKubeAPI().reply("GET", "/api/v1/namespaces/kubeflow/serviceaccounts/pipeline-runner", payload={"metadata": {"name": "pipeline-runner"}})
+    for _ in run_permissions(config, ARTIFACTS):
+        kube.reply("POST", SAR, 201, lambda request: {**request.body, "status": {"allowed": True}})
+    assert doctor.check_service_account(config, kube.api_client, ARTIFACTS, "kubeflow")[0].ok
+    asked = {(r.body["spec"]["resourceAttributes"]["resource"], r.body["spec"]["resourceAttributes"]["namespace"]) for r in kube.requests[1:]}
+    assert ("deployments", NAMESPACE) in asked and ("secrets", "kubeflow") in asked and ("secrets", NAMESPACE) not in asked
+    assert {r.body["spec"]["user"] for r in kube.requests[1:]} == {"system:serviceaccount:kubeflow:pipeline-runner"}

@@ -38,6 +38,9 @@ def rendered(tmp_path_factory, helm_template, kustomize) -> Path:
     sources = {
         "helm-default": helm_template(),
         "helm-minio": helm_template("minio.enabled=true"),
+        "helm-standalone": helm_template("kubeflow.mode=standalone", "minio.enabled=true"),
+        "kustomize-standalone": kustomize("overlays/standalone"),
+        "kustomize-multi-user": kustomize("overlays/multi-user"),
         "kustomize-dev": kustomize("overlays/dev"),
         "kustomize-prod": kustomize("overlays/prod"),
         "model-server": [to_manifest(server.deployment), to_manifest(server.service)],
