@@ -1,4 +1,5 @@
-"""`selflengthen submit`: upload the pipeline as a new version and start a run on Kubeflow Pipelines."""
+"""`selflengthen submit`: upload the pipeline as a new version and start a run on Kubeflow Pipelines;
+`selflengthen register`: upload a compiled pipeline as a version only (GitOps registration)."""
 
 from __future__ import annotations
 
@@ -100,5 +101,28 @@ def submit_command(
     typer.echo(f"run {submission.run_id} succeeded")
 
 
+@handle_errors
+def register_command(
+    pipeline: Path = typer.Option(..., "--pipeline", help="the compiled pipeline (KFP v2 YAML) to upload"),
+    host: str = typer.Option(None, "--host", envvar="KF_PIPELINES_ENDPOINT", help="KFP API URL (in a pod: http://ml-pipeline.kubeflow:8888)"),
+    namespace: str = typer.Option(
+        "selflengthen", "--namespace", "-n", envvar="SELFLENGTHEN_NAMESPACE", help="multi-user Kubeflow: the profile namespace of the pipeline"
+    ),
+    version_name: str = typer.Option(None, "--version-name", help="name of the version (default: sha256-<hash of the file>)"),
+    token_env: str = typer.Option(None, "--token-env", help="name of an env var holding a bearer token for the KFP API"),
+    kube_context: str = typer.Option(None, "--kube-context", help="kubeconfig context to reach KFP through (without --host)"),
+) -> None:
+    """Upload a compiled pipeline as a version of its pipeline, once per content (the chart's
+    GitOps registration Job runs this on every sync)."""
+    from selflengthen.cluster import kfp_api
+
+    if not pipeline.is_file():
+        raise ConfigError(f"--pipeline {pipeline}: no such file")
+    client = kfp_api.connect(host, namespace, token_env=token_env, kube_context=kube_context)
+    pipeline_id, version_id, name = kfp_api.register(client, pipeline, namespace=namespace, version_name=version_name)
+    typer.echo(f"pipeline {kfp_api.pipeline_name_of(pipeline)} ({pipeline_id}) version {name} ({version_id})")
+
+
 def register(app: typer.Typer) -> None:
     app.command("submit")(submit_command)
+    app.command("register")(register_command)

@@ -142,10 +142,26 @@ def _equals(key: str, value: str) -> str:
     return json.dumps({"predicates": [{"operation": 1, "key": key, "stringValue": value}]})
 
 
+def content_version_name(package: Path) -> str:
+    """``sha256-<first 12 hex digits of the file's hash>``: the same file, the same version."""
+    return f"sha256-{hashlib.sha256(package.read_bytes()).hexdigest()[:12]}"
+
+
 def default_version_name(package: Path, now: float | None = None) -> str:
-    """``<UTC time>-<sha256[:12] of the file>``: unique per upload, traceable to the file."""
+    """``<UTC time>-sha256-<hash>``: unique per upload, traceable to the file."""
     moment = datetime.fromtimestamp(time.time() if now is None else now, tz=timezone.utc).strftime("%Y%m%d-%H%M%S")
-    return f"{moment}-{hashlib.sha256(package.read_bytes()).hexdigest()[:12]}"
+    return f"{moment}-{content_version_name(package)}"
+
+
+def register(client: Any, package: Path, *, namespace: str, version_name: str | None = None) -> tuple[str, str, str]:
+    """Upload ``package`` as a version of its pipeline, named after its content unless
+    ``version_name`` is given, once (GitOps registration): (pipeline id, version id, version name)."""
+    backend = backend_info(client)
+    version_name = version_name or content_version_name(package)
+    pipeline_id, version_id = upload_version(
+        client, package, name=pipeline_name_of(package), version_name=version_name, namespace=namespace if backend.multi_user else None
+    )
+    return pipeline_id, version_id, version_name
 
 
 def pipeline_name_of(package: Path) -> str:
@@ -155,8 +171,9 @@ def pipeline_name_of(package: Path) -> str:
 
 
 def upload_version(client: Any, package: Path, *, name: str, version_name: str, namespace: str | None) -> tuple[str, str]:
-    """Upload ``package`` as a new version of pipeline ``name`` (created when missing, in
-    ``namespace`` on a multi-user backend); (pipeline id, version id)."""
+    """Upload ``package`` as version ``version_name`` of pipeline ``name`` (created when missing,
+    in ``namespace`` on a multi-user backend; a version of that name is reused); (pipeline id,
+    version id)."""
     with kfp_errors(f"looking up pipeline {name!r}"):
         found = client._pipelines_api.pipeline_service_list_pipelines(filter=_equals("display_name", name), namespace=namespace)
     pipelines = [pipeline for pipeline in found.pipelines or [] if pipeline.display_name == name]
@@ -173,6 +190,13 @@ def upload_version(client: Any, package: Path, *, name: str, version_name: str, 
             raise KfpError(f"pipeline {name!r} ({pipeline.pipeline_id}) was uploaded but has no version")
         return pipeline.pipeline_id, versions.pipeline_versions[0].pipeline_version_id
     pipeline_id = pipelines[0].pipeline_id
+    with kfp_errors(f"looking up version {version_name!r} of pipeline {name!r}"):
+        found_versions = client._pipelines_api.pipeline_service_list_pipeline_versions(
+            pipeline_id, filter=_equals("display_name", version_name)
+        )
+    for existing in found_versions.pipeline_versions or []:
+        if existing.display_name == version_name:  # the same file again (the name holds its hash): no duplicate
+            return pipeline_id, existing.pipeline_version_id
     with kfp_errors(f"uploading version {version_name!r} of pipeline {name!r} (POST /apis/v2beta1/pipelines/upload_version)"):
         version = client._upload_api.upload_pipeline_version(str(package), name=version_name, pipelineid=pipeline_id)
     return pipeline_id, version.pipeline_version_id

@@ -72,9 +72,10 @@ def test_a_second_submit_adds_a_version_to_the_pipeline_and_reuses_the_experimen
     result = submit(kfp_server, "--version-name", "two", "--run-id", "resume-me")
     assert result.exit_code == 0, result.output
     second = kfp_server.calls[len(kfp_server.calls) // 2 + 1 :]
-    assert [(call.method, call.path) for call in kfp_server.calls[-5:]] == [
+    assert [(call.method, call.path) for call in kfp_server.calls[-6:]] == [
         ("GET", "/apis/v2beta1/healthz"),
         ("GET", "/apis/v2beta1/pipelines"),
+        ("GET", "/apis/v2beta1/pipelines/p-1/versions"),
         ("POST", "/apis/v2beta1/pipelines/upload_version"),
         ("GET", "/apis/v2beta1/experiments"),
         ("POST", "/apis/v2beta1/runs"),
@@ -134,3 +135,19 @@ def test_in_a_pod_the_projected_kfp_token_is_sent(kfp_server: KfpServer, tmp_pat
     result = submit(kfp_server, env={"KF_PIPELINES_SA_TOKEN_PATH": str(token)})
     assert result.exit_code == 0, result.output
     assert {call.headers.get("authorization") for call in kfp_server.calls} == {"Bearer projected-sa-token"}
+
+
+def test_register_uploads_a_version_once_per_content(kfp_server: KfpServer, tmp_path: Path):
+    kfp_server.state.pipelines["p-1"] = {"pipeline_id": "p-1", "display_name": "selflengthen", "namespace": "", "created_at": "2026-11-29T00:00:00Z"}
+    kfp_server.state.versions["p-1"] = []
+    for _ in range(2):
+        result = RUNNER.invoke(app, ["register", "--pipeline", str(COMPILED), "--host", kfp_server.url])
+        assert result.exit_code == 0, result.output
+    uploads = [call for call in kfp_server.calls if call.path == "/apis/v2beta1/pipelines/upload_version"]
+    assert len(uploads) == 1 and uploads[0].query["name"].startswith("sha256-")
+    assert uploads[0].body["uploadfile"] == COMPILED.read_bytes()
+    assert "pipeline selflengthen (p-1) version sha256-" in result.output
+    changed = tmp_path / "pipeline.yaml"
+    changed.write_text(COMPILED.read_text() + "\n# changed\n")
+    assert RUNNER.invoke(app, ["register", "--pipeline", str(changed), "--host", kfp_server.url]).exit_code == 0
+    assert len(kfp_server.state.versions["p-1"]) == 2

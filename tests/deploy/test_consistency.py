@@ -142,3 +142,15 @@ def test_the_argocd_application_deploys_the_prod_overlay():
     prod = yaml.safe_load((ROOT / source["path"] / "kustomization.yaml").read_text())
     assert destination["namespace"] == prod["namespace"]
     assert application["spec"]["syncPolicy"]["automated"] == {"prune": True, "selfHeal": True}
+
+
+def test_the_argocd_helm_application_registers_the_compiled_pipeline():
+    (application,) = manifest("argocd/application-helm.yaml")
+    source = application["spec"]["source"]
+    chart = ROOT / source["path"]
+    assert (chart / "Chart.yaml").is_file()
+    (file_parameter,) = source["helm"]["fileParameters"]
+    assert file_parameter["name"] == "registration.pipeline"
+    assert (chart / file_parameter["path"]).resolve() == (ROOT / "pipelines" / "compiled" / "selflengthen-cluster.yaml").resolve()
+    parameters = {item["name"]: item["value"] for item in source["helm"]["parameters"]}
+    assert parameters["registration.enabled"] == "true" and parameters["kubeflow.mode"] in ("multiUser", "standalone")

@@ -226,3 +226,50 @@ def test_helm_and_kustomize_install_the_same_objects(helm_template, kustomize):
         assert obj["metadata"]["namespace"] == other["metadata"]["namespace"]
         for field in ("spec", "rules", "roleRef", "subjects"):
             assert obj.get(field) == other.get(field), f"{key}: {field} differs"
+
+
+COMPILED = CHART.parents[1] / "pipelines" / "compiled" / "selflengthen-cluster.yaml"
+
+
+def render_registration(helm_bin: Path, *values: str) -> dict:
+    arguments = [argument for value in values for argument in ("--set", value)]
+    result = run_tool(
+        helm_bin, "template", "selflengthen", CHART, "--namespace", "team-a", "--set", "registration.enabled=true",
+        "--set-file", f"registration.pipeline={COMPILED}", *arguments,
+    )  # fmt: skip
+    return by_kind_and_name([obj for obj in yaml.safe_load_all(result.stdout) if obj])
+
+
+@pytest.mark.integration
+def test_the_registration_job_uploads_the_compiled_pipeline_on_every_sync(helm_bin: Path):
+    objects = render_registration(helm_bin)
+    for key in [("ConfigMap", "selflengthen-pipeline"), ("ServiceAccount", "selflengthen-register"), ("Role", "selflengthen-register"), ("Job", "selflengthen-register")]:
+        validate_object(objects[key])
+    assert objects[("ConfigMap", "selflengthen-pipeline")]["data"]["selflengthen.yaml"] == COMPILED.read_text()
+    job = objects[("Job", "selflengthen-register")]
+    annotations = job["metadata"]["annotations"]
+    assert annotations["helm.sh/hook"] == "post-install,post-upgrade" and annotations["argocd.argoproj.io/hook"] == "PostSync"
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["command"] == ["selflengthen", "register", "--pipeline", "/pipeline/selflengthen.yaml"]
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    assert env["KF_PIPELINES_ENDPOINT"] == "http://ml-pipeline.kubeflow.svc.cluster.local:8888"
+    (token,) = [volume for volume in pod["volumes"] if volume["name"] == "kfp-token"]
+    assert token["projected"]["sources"][0]["serviceAccountToken"]["audience"] == "pipelines.kubeflow.org"
+    assert pod["serviceAccountName"] == "selflengthen-register" and pod["automountServiceAccountToken"] is False
+    assert objects[("Role", "selflengthen-register")]["rules"] == [
+        {"apiGroups": ["pipelines.kubeflow.org"], "resources": ["pipelines", "pipelines/versions"], "verbs": ["create", "get", "list"]}
+    ]
+    standalone = render_registration(helm_bin, "kubeflow.mode=standalone", "registration.host=https://kfp.example.com")
+    assert ("Role", "selflengthen-register") not in standalone  # standalone KFP authorizes no one
+    (container,) = standalone[("Job", "selflengthen-register")]["spec"]["template"]["spec"]["containers"]
+    assert {item["name"]: item.get("value") for item in container["env"]}["KF_PIPELINES_ENDPOINT"] == "https://kfp.example.com"
+
+
+@pytest.mark.integration
+def test_registration_without_the_pipeline_is_refused(helm_bin: Path):
+    result = subprocess.run(
+        [str(helm_bin), "template", "x", str(CHART), "--set", "registration.enabled=true"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode != 0 and "--set-file registration.pipeline=" in result.stderr
