@@ -301,6 +301,27 @@ def check_service_account(config: RunConfig, api: k8s.ApiClient, artifact_secret
     return ok(name, f"exists and may do all {len(permissions)} things its steps and the KFP launcher do")
 
 
+def check_model_cache(config: RunConfig, api: k8s.ApiClient) -> list[Finding]:
+    """The PVC of ``execution.model_cache_pvc`` exists, is ReadWriteMany and bound."""
+    claim, namespace = config.execution.model_cache_pvc, config.pipeline.namespace
+    if not claim:
+        return ok("model cache", "none: each server copies the model into its own volume")
+    name = f"model cache PVC {namespace}/{claim}"
+    fix = "create it ReadWriteMany (the chart: --set modelCache.create=true), or unset execution.model_cache_pvc"
+    try:
+        found = k8s.CoreV1Api(api).read_namespaced_persistent_volume_claim(claim, namespace)
+    except (ApiException, HTTPError) as error:
+        if isinstance(error, ApiException) and error.status == 404:
+            return failed(name, "does not exist", fix)
+        return _api_failure(name, error, f"reading PersistentVolumeClaim {namespace}/{claim}", fix)
+    modes, phase = found.spec.access_modes or [], (found.status.phase if found.status else None)
+    if "ReadWriteMany" not in modes:
+        return failed(name, f"access modes {modes}: servers and trainers on several nodes need ReadWriteMany", fix)
+    if phase != "Bound":
+        return failed(name, f"is {phase or 'not bound'}", "check its storage class provisions ReadWriteMany volumes (kubectl describe pvc)")
+    return ok(name, "ReadWriteMany, bound")
+
+
 def required_secrets(config: RunConfig, artifact_secret: str, run_namespace: str) -> list[tuple[str, tuple[str, ...], str, tuple[str, ...]]]:
     """(Secret, keys, the config field naming it, the namespaces that need it) of the run: the
     step pods (``run_namespace``) and the model servers and trainers (``pipeline.namespace``)."""
@@ -361,6 +382,7 @@ def run_checks(
     checks: Iterable[Callable[[], list[Finding]]] = (
         lambda: check_trainer(config, api),
         lambda: check_gpu_nodes(config, api),
+        lambda: check_model_cache(config, api),
         lambda: check_service_account(config, api, artifact_secret, run_namespace),
         lambda: check_secrets(config, api, artifact_secret, run_namespace),
     )

@@ -269,3 +269,19 @@ def test_standalone_kfp_checks_the_runner_in_the_kfp_namespace_and_the_steps_rig
     asked = {(r.body["spec"]["resourceAttributes"]["resource"], r.body["spec"]["resourceAttributes"]["namespace"]) for r in kube.requests[1:]}
     assert ("deployments", NAMESPACE) in asked and ("secrets", "kubeflow") in asked and ("secrets", NAMESPACE) not in asked
     assert {r.body["spec"]["user"] for r in kube.requests[1:]} == {"system:serviceaccount:kubeflow:pipeline-runner"}
+
+
+def test_the_model_cache_pvc_must_exist_be_read_write_many_and_bound():
+    config = cluster_config(execution__model_cache_pvc="models")
+    claims = f"/api/v1/namespaces/{NAMESPACE}/persistentvolumeclaims/models"
+    def claim(modes, phase):
+        return {"metadata": {"name": "models"}, "spec": {"accessModes": modes}, "status": {"phase": phase}}
+    kube = FakeKubeAPI().reply("GET", claims, payload=claim(["ReadWriteMany"], "Bound"))
+    assert doctor.check_model_cache(config, kube.api_client)[0].ok
+    kube = FakeKubeAPI().reply("GET", claims, payload=claim(["ReadWriteOnce"], "Bound"))
+    assert "access modes ['ReadWriteOnce']: servers and trainers on several nodes need ReadWriteMany" in lines(doctor.check_model_cache(config, kube.api_client))
+    kube = FakeKubeAPI().reply("GET", claims, payload=claim(["ReadWriteMany"], "Pending"))
+    assert f"FAIL  model cache PVC {NAMESPACE}/models: is Pending" in lines(doctor.check_model_cache(config, kube.api_client))
+    kube = FakeKubeAPI().reply("GET", claims, 404, status(404, "NotFound", "not found"))
+    assert "does not exist\n      fix: create it ReadWriteMany (the chart: --set modelCache.create=true)" in lines(doctor.check_model_cache(config, kube.api_client))
+    assert doctor.check_model_cache(cluster_config(), FakeKubeAPI().api_client)[0].ok

@@ -273,3 +273,12 @@ def test_registration_without_the_pipeline_is_refused(helm_bin: Path):
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert result.returncode != 0 and "--set-file registration.pipeline=" in result.stderr
+
+
+@pytest.mark.integration
+def test_the_model_cache_pvc_is_read_write_many(helm_template):
+    objects = by_kind_and_name(helm_template("modelCache.create=true", "modelCache.storageClassName=nfs"))
+    claim = objects[("PersistentVolumeClaim", "selflengthen-models")]
+    validate_object(claim)
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"] and claim["spec"]["storageClassName"] == "nfs"
+    assert claim["spec"]["resources"]["requests"]["storage"] == "500Gi"
