@@ -72,12 +72,18 @@ def test_helm_lint_is_clean(helm_bin: Path):
 
 
 @pytest.mark.integration
-def test_helm_refuses_values_outside_the_schema(helm_bin: Path):
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("minio.image=quay.io/minio/minio:latest", "minio/image"),  # outside the schema
+        ("registration.enabled=true", "--set-file registration.pipeline="),  # registration without the pipeline
+    ],
+)
+def test_helm_refuses_bad_values(helm_bin: Path, value: str, message: str):
     result = subprocess.run(
-        [str(helm_bin), "template", "x", str(CHART), "--set", "minio.image=quay.io/minio/minio:latest"],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    assert result.returncode != 0 and "minio/image" in result.stderr
+        [str(helm_bin), "template", "x", str(CHART), "--set", value], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode != 0 and message in result.stderr
 
 
 @pytest.mark.integration
@@ -264,15 +270,6 @@ def test_the_registration_job_uploads_the_compiled_pipeline_on_every_sync(helm_b
     assert ("Role", "selflengthen-register") not in standalone  # standalone KFP authorizes no one
     (container,) = standalone[("Job", "selflengthen-register")]["spec"]["template"]["spec"]["containers"]
     assert {item["name"]: item.get("value") for item in container["env"]}["KF_PIPELINES_ENDPOINT"] == "https://kfp.example.com"
-
-
-@pytest.mark.integration
-def test_registration_without_the_pipeline_is_refused(helm_bin: Path):
-    result = subprocess.run(
-        [str(helm_bin), "template", "x", str(CHART), "--set", "registration.enabled=true"],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    assert result.returncode != 0 and "--set-file registration.pipeline=" in result.stderr
 
 
 @pytest.mark.integration
