@@ -110,13 +110,11 @@ def localize(uri: str, storage_config: StorageConfig) -> Path:
     target = cache / cache_key(uri, get_storage(storage_config).fingerprint(uri))
     if (target / COMPLETE).exists():
         return target
-    try:
+    try:  # the same call that fails on a read-only mount (EROFS) whoever the user is
         cache.mkdir(parents=True, exist_ok=True)
-        writable = os.access(cache, os.W_OK)
-    except OSError:
-        writable = False
-    if not writable:
-        log.info("model cache %s is read-only and has no copy of %s: downloading it for this process", cache, uri)
+        os.rmdir(tempfile.mkdtemp(dir=cache, prefix=".probe-"))
+    except OSError as error:
+        log.info("model cache %s cannot be written (%s) and has no copy of %s: downloading it for this process", cache, error, uri)
         target = Path(tempfile.mkdtemp(prefix="selflengthen-model-")) / target.name
     return _fill(uri, storage_config, target)
 

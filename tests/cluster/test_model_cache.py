@@ -3,7 +3,7 @@ mounted read-only by model servers and trainers; without it, today's copy per se
 
 from __future__ import annotations
 
-import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -70,16 +70,16 @@ def test_a_folder_is_fetched_once_per_content_and_linked(s3_storage_config, s3_b
 
 
 @pytest.mark.integration
-def test_a_read_only_cache_without_the_entry_downloads_privately(s3_storage_config, s3_bucket: str, tmp_path: Path, monkeypatch):
+def test_an_unwritable_cache_without_the_entry_downloads_privately(s3_storage_config, s3_bucket: str, tmp_path: Path, monkeypatch):
+    """A trainer's read-only mount: creating anything in it fails (here below a file, as root
+    ignores permission bits), so the folder is downloaded for the process instead."""
     storage = get_storage(s3_storage_config)
     uri = f"s3://{s3_bucket}/models/base"
     storage.write_text(f"{uri}/config.json", "{}")
-    cache = tmp_path / "pvc"
-    cache.mkdir()
-    cache.chmod(0o555)
-    monkeypatch.setenv(MODEL_CACHE_ENV, str(cache))
+    (tmp_path / "mount").write_text("not a folder")
+    monkeypatch.setenv(MODEL_CACHE_ENV, str(tmp_path / "mount" / "pvc"))
+    folder = localize(uri, s3_storage_config)
     try:
-        folder = localize(uri, s3_storage_config)
+        assert (folder / "config.json").read_text() == "{}" and tmp_path not in folder.parents
     finally:
-        cache.chmod(0o755)
-    assert (folder / "config.json").read_text() == "{}" and cache not in folder.parents and not os.listdir(cache)
+        shutil.rmtree(folder.parent)
