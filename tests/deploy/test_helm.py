@@ -249,7 +249,8 @@ def render_registration(helm_bin: Path, *values: str) -> dict:
 @pytest.mark.integration
 def test_the_registration_job_uploads_the_compiled_pipeline_on_every_sync(helm_bin: Path):
     objects = render_registration(helm_bin)
-    for key in [("ConfigMap", "selflengthen-pipeline"), ("ServiceAccount", "selflengthen-register"), ("Role", "selflengthen-register"), ("Job", "selflengthen-register")]:
+    for key in [("ConfigMap", "selflengthen-pipeline"), ("ServiceAccount", "selflengthen-register"), ("Role", "selflengthen-register"),
+                ("NetworkPolicy", "selflengthen-register"), ("Job", "selflengthen-register")]:  # fmt: skip
         validate_object(objects[key])
     assert objects[("ConfigMap", "selflengthen-pipeline")]["data"]["selflengthen.yaml"] == COMPILED.read_text()
     job = objects[("Job", "selflengthen-register")]

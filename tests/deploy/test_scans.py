@@ -33,11 +33,11 @@ CHECKOV_SKIPS = {
 def rendered(tmp_path_factory, helm_bin, helm_template, kustomize) -> Path:
     """Every object the project can create, one YAML file per source, in one folder."""
     folder = tmp_path_factory.mktemp("rendered")
-    config = cluster_config(pipeline__api_key_secret="api-key", serving__cluster__hf_token_secret="hf")
+    config = cluster_config(pipeline__api_key_secret="api-key", serving__cluster__hf_token_secret="hf", execution__model_cache_pvc="models")
     server = build_model_server(config, "generator", 1, "s3://models/base", "s3://runs/demo/adapter")
     sources = {
         "helm-default": helm_template(),
-        "helm-minio": helm_template("minio.enabled=true"),
+        "helm-minio": helm_template("minio.enabled=true", "modelCache.create=true"),
         "helm-standalone": helm_template("kubeflow.mode=standalone", "minio.enabled=true"),
         "kustomize-standalone": kustomize("overlays/standalone"),
         "kustomize-multi-user": kustomize("overlays/multi-user"),
@@ -48,7 +48,7 @@ def rendered(tmp_path_factory, helm_bin, helm_template, kustomize) -> Path:
     for name, objects in sources.items():
         (folder / f"{name}.yaml").write_text(yaml.safe_dump_all(objects))
     registration = run_tool(
-        helm_bin, "template", "selflengthen", ROOT / "helm" / "selflengthen", "--set", "registration.enabled=true",
+        helm_bin, "template", "selflengthen", ROOT / "helm" / "selflengthen", "--namespace", "selflengthen", "--set", "registration.enabled=true",
         "--set-file", f"registration.pipeline={ROOT / 'pipelines' / 'compiled' / 'selflengthen-cluster.yaml'}",
     )  # fmt: skip
     (folder / "helm-registration.yaml").write_text(registration.stdout)
