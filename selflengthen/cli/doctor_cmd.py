@@ -16,6 +16,7 @@ def doctor_command(
     host: str = typer.Option(None, "--host", envvar="KF_PIPELINES_ENDPOINT", help="KFP API URL (default: through the kubeconfig's API server)"),
     token_env: str = typer.Option(None, "--token-env", help="name of an env var holding a bearer token for the KFP API"),
     kube_context: str = typer.Option(None, "--kube-context", help="kubeconfig context of the cluster (default: in-cluster, else the current one)"),
+    kfp_namespace: str = typer.Option("kubeflow", "--kfp-namespace", help="namespace of Kubeflow Pipelines itself (for the kubeconfig route and in-cluster)"),
     run_namespace: str = typer.Option(
         None, "--run-namespace",
         help="where the runs' pods and their account live: standalone KFP's namespace (e.g. kubeflow); default pipeline.namespace",
@@ -35,7 +36,7 @@ def doctor_command(
     cfg = load_run_config(config, overrides)
     findings = run_checks(
         cfg,
-        kfp_client=lambda: kfp_api.connect(host, cfg.pipeline.namespace, token_env=token_env, kube_context=kube_context),
+        kfp_client=lambda: kfp_api.connect(host, kfp_namespace=kfp_namespace, token_env=token_env, kube_context=kube_context),
         api_client=lambda: kube_api_client(SelfLengthenError, kube_context),
         artifact_secret=artifact_secret,
         run_namespace=run_namespace,

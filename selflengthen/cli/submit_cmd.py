@@ -60,6 +60,7 @@ def submit_command(
         None, "--token-env", help="name of an env var holding a bearer token for the KFP API (its value is never written anywhere)"
     ),
     kube_context: str = typer.Option(None, "--kube-context", help="kubeconfig context to reach KFP through (without --host)"),
+    kfp_namespace: str = typer.Option("kubeflow", "--kfp-namespace", help="namespace of Kubeflow Pipelines itself (for the kubeconfig route and in-cluster)"),
     wait: bool = typer.Option(False, "--wait", help="follow the run to its end; exit 1 unless it succeeded"),
     timeout_s: float = typer.Option(7 * 86400, "--timeout", help="seconds --wait follows the run"),
     poll_s: float = typer.Option(30.0, "--poll", help="seconds between two looks at the run with --wait"),
@@ -75,13 +76,13 @@ def submit_command(
     namespace = namespace or cfg.pipeline.namespace
     account = service_account or cfg.pipeline.service_account
     name = run_name or f"selflengthen {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S}"
-    client = kfp_api.connect(host, namespace, token_env=token_env, kube_context=kube_context, ui_host=ui_host)
     with tempfile.TemporaryDirectory() as folder:
         if pipeline is None:
             package = compile_pipeline(cfg, Path(folder) / "selflengthen.yaml")
         else:
             check_package(cfg, pipeline)
             package = pipeline
+        client = kfp_api.connect(host, kfp_namespace=kfp_namespace, token_env=token_env, kube_context=kube_context, ui_host=ui_host)
         submission = kfp_api.submit(
             client, package,
             parameters={"config_json": cfg.to_json(), "run_id": run_id},
@@ -111,6 +112,7 @@ def register_command(
     version_name: str = typer.Option(None, "--version-name", help="name of the version (default: sha256-<hash of the file>)"),
     token_env: str = typer.Option(None, "--token-env", help="name of an env var holding a bearer token for the KFP API"),
     kube_context: str = typer.Option(None, "--kube-context", help="kubeconfig context to reach KFP through (without --host)"),
+    kfp_namespace: str = typer.Option("kubeflow", "--kfp-namespace", help="namespace of Kubeflow Pipelines itself (for the kubeconfig route and in-cluster)"),
 ) -> None:
     """Upload a compiled pipeline as a version of its pipeline, once per content (the chart's
     GitOps registration Job runs this on every sync)."""
@@ -118,7 +120,7 @@ def register_command(
 
     if not pipeline.is_file():
         raise ConfigError(f"--pipeline {pipeline}: no such file")
-    client = kfp_api.connect(host, namespace, token_env=token_env, kube_context=kube_context)
+    client = kfp_api.connect(host, kfp_namespace=kfp_namespace, token_env=token_env, kube_context=kube_context)
     pipeline_id, version_id, name = kfp_api.register(client, pipeline, namespace=namespace, version_name=version_name)
     typer.echo(f"pipeline {kfp_api.pipeline_name_of(pipeline)} ({pipeline_id}) version {name} ({version_id})")
 

@@ -14,8 +14,10 @@ Authentication is the kfp client's own, and nothing is written to a file:
 * without a host, the kubeconfig (``--kube-context``): the client reaches ml-pipeline through the
   API server's service proxy (kfp/client/client.py ``_load_config``).
 
-The client is built with the namespace given, so it never asks healthz for the mode in its
-constructor nor saves a namespace to ``~/.config/kfp/context.json`` (``set_user_namespace``).
+The client's ``namespace`` is KFP's own (default ``kubeflow``): it names the in-cluster service
+``ml-pipeline.<namespace>`` and the API server proxy path; the profile namespace of a multi-user
+run is passed to each call instead. (In a pod on multi-user Kubeflow the kfp client itself saves
+the pod's namespace, no credential, to ``~/.config/kfp/context.json``.)
 """
 
 from __future__ import annotations
@@ -25,15 +27,15 @@ import json
 import os
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import kfp_server_api
 import urllib3
 import yaml
-from contextlib import contextmanager
 
 from selflengthen.errors import SelfLengthenError
 
@@ -99,19 +101,20 @@ def kfp_errors(action: str) -> Iterator[None]:
 
 def connect(
     host: str | None,
-    namespace: str,
     *,
+    kfp_namespace: str = "kubeflow",
     token_env: str | None = None,
     kube_context: str | None = None,
     ui_host: str | None = None,
-    environ: dict[str, str] | os._Environ = os.environ,
+    environ: Mapping[str, str] = os.environ,
 ) -> Any:
-    """A ``kfp.Client`` for ``host`` (or the kubeconfig's cluster), authenticated as described above."""
+    """A ``kfp.Client`` for ``host`` (or KFP in ``kfp_namespace`` through the kubeconfig's
+    cluster), authenticated as described above."""
     import kfp
     from kfp.client import KF_PIPELINES_SA_TOKEN_ENV, KF_PIPELINES_SA_TOKEN_PATH
     from kfp.client.set_volume_credentials import ServiceAccountTokenVolumeCredentials
 
-    options: dict[str, Any] = {"host": host, "namespace": namespace, "kube_context": kube_context, "ui_host": ui_host}
+    options: dict[str, Any] = {"host": host, "namespace": kfp_namespace, "kube_context": kube_context, "ui_host": ui_host}
     token = environ.get(token_env) if token_env else None
     if token_env and not token:
         raise KfpError(f"--token-env {token_env}: the environment variable is not set")

@@ -42,7 +42,8 @@ def test_submit_uploads_a_version_and_runs_it_with_account_namespace_and_paramet
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert kfp_server.paths() == [
-        ("GET", "/apis/v2beta1/healthz"),
+        ("GET", "/apis/v2beta1/healthz"),  # kfp.Client's constructor: is it multi-user?
+        ("GET", "/apis/v2beta1/healthz"),  # submit: mode and release
         ("GET", "/apis/v2beta1/pipelines"),
         ("POST", "/apis/v2beta1/pipelines/upload"),
         ("GET", "/apis/v2beta1/pipelines/p-1/versions"),
@@ -50,7 +51,7 @@ def test_submit_uploads_a_version_and_runs_it_with_account_namespace_and_paramet
         ("POST", "/apis/v2beta1/experiments"),
         ("POST", "/apis/v2beta1/runs"),
     ]
-    listing, upload, _, _, new_experiment, run = kfp_server.calls[1:]
+    listing, upload, _, _, new_experiment, run = kfp_server.calls[2:]
     assert listing.query["namespace"] == "team-a"
     assert upload.query == {"name": "selflengthen", "namespace": "team-a"}
     assert upload.body["uploadfile"] == COMPILED.read_bytes()
@@ -71,15 +72,15 @@ def test_a_second_submit_adds_a_version_to_the_pipeline_and_reuses_the_experimen
     assert submit(kfp_server, "--version-name", "one").exit_code == 0
     result = submit(kfp_server, "--version-name", "two", "--run-id", "resume-me")
     assert result.exit_code == 0, result.output
-    second = kfp_server.calls[len(kfp_server.calls) // 2 + 1 :]
-    assert [(call.method, call.path) for call in kfp_server.calls[-6:]] == [
+    assert [(call.method, call.path) for call in kfp_server.calls[-7:]] == [
+        ("GET", "/apis/v2beta1/healthz"),
         ("GET", "/apis/v2beta1/healthz"),
         ("GET", "/apis/v2beta1/pipelines"),
         ("GET", "/apis/v2beta1/pipelines/p-1/versions"),
         ("POST", "/apis/v2beta1/pipelines/upload_version"),
         ("GET", "/apis/v2beta1/experiments"),
         ("POST", "/apis/v2beta1/runs"),
-    ], second
+    ]
     upload, run = kfp_server.calls[-3], kfp_server.calls[-1]
     assert upload.query == {"name": "two", "pipelineid": "p-1"}  # standalone KFP: no namespace
     assert run.body["pipeline_version_reference"] == {"pipeline_id": "p-1", "pipeline_version_id": "p-1-v2"}

@@ -191,12 +191,12 @@ def test_secrets_present_with_their_keys_and_missing_ones():
 )
 def test_kfp_version(kfp_server: KfpServer, tag: str, passes: bool, message: str):
     kfp_server.state.tag_name = tag
-    (finding,) = doctor.check_kfp(lambda: kfp_api.connect(kfp_server.url, NAMESPACE))
+    (finding,) = doctor.check_kfp(lambda: kfp_api.connect(kfp_server.url))
     assert finding.ok is passes and message in finding.line()
 
 
 def test_kfp_unreachable_fails_with_the_fix():
-    (finding,) = doctor.check_kfp(lambda: kfp_api.connect("http://127.0.0.1:9", NAMESPACE))
+    (finding,) = doctor.check_kfp(lambda: kfp_api.connect("http://127.0.0.1:9"))
     assert not finding.ok and "could not be reached" in finding.message and "--host" in finding.fix
 
 
