@@ -627,6 +627,11 @@ class ExecutionConfig(Section):
         "config error) before the serve or train step gives up; 0: at once",
     )
     crash_restarts: int = Field(1, ge=1, description="restarts of a crash-looping server or trainer container before the step gives up")
+    model_cache_pvc: str | None = Field(
+        None, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=253,
+        description="kubeflow: a ReadWriteMany PVC in pipeline.namespace holding model folders fetched once per content (URI and "
+        "checksum), mounted read-only by every model server and trainer; null: each server copies the model into its own emptyDir",
+    )
 
 
 class PipelineConfig(Section):
@@ -643,7 +648,9 @@ class PipelineConfig(Section):
     )
     namespace: str = Field("selflengthen", description="Kubernetes namespace of the model servers and TrainJobs the steps create")
     service_account: str = Field(
-        "selflengthen-runner", description="the runner ServiceAccount the chart and manifests install; not read by the code"
+        "selflengthen-runner",
+        description="the account the run's pods use: `selflengthen submit` creates the run with it and `doctor` checks its "
+        "permissions (the chart and overlays install selflengthen-runner; multi-user Kubeflow: default-editor)",
     )
     storage_secret: str = Field("selflengthen-s3", description="Kubernetes Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY")
     api_key_secret: str | None = Field(None, description="Kubernetes Secret with SELFLENGTHEN_API_KEY")
@@ -725,6 +732,8 @@ class RunConfig(Section):
         if self.execution.target == "local":
             if self.execution.training == "trainjob":
                 raise ValueError("execution.training: trainjob needs execution.target kubeflow (a local run trains inline)")
+            if self.execution.model_cache_pvc:
+                raise ValueError("execution.model_cache_pvc: a PVC is mounted by cluster pods only; a local run caches in SELFLENGTHEN_CACHE")
             return self
         if not self.storage.s3_endpoint:
             raise ValueError("storage.s3_endpoint: execution.target kubeflow keeps every artefact on S3; set the endpoint")

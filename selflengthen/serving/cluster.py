@@ -8,7 +8,9 @@ and returns the in-cluster base URL (``http://<name>.<namespace>.svc:8000/v1``);
 The pod:
 
 * ``fetch-model`` init container (the runtime image): copies the base model and/or the LoRA
-  adapter from object storage into an emptyDir (``/models``), S3 credentials from the Secret
+  adapter from object storage into an emptyDir (``/models``), or with ``execution.model_cache_pvc``
+  into the shared model cache once per content and links ``/models/...`` to it (the cache is
+  mounted read-write here, read-only in the vLLM container); S3 credentials from the Secret
   ``pipeline.storage_secret`` as env ``secretKeyRef``. A base model given as a Hugging Face id is
   downloaded by vLLM itself instead (token from ``serving.cluster.hf_token_secret`` when set).
 * ``vllm`` container: the pinned upstream image, ``--model /models/base`` (or the id),
@@ -43,6 +45,9 @@ from selflengthen.cluster.objects import (
     delete_if_present,
     kube_api_client,
     label_selector,
+    model_cache_env,
+    model_cache_mounts,
+    model_cache_volume,
     model_source,
     object_labels,
     object_name,
@@ -105,13 +110,15 @@ def build_model_server(
     metadata = owner.metadata(config)
     metadata.name, metadata.namespace, metadata.labels = name, namespace, labels
     storage = config.serving.cluster.model_storage
+    cache = model_cache_volume(config)
     pod = k8s.V1PodSpec(
         containers=[
             _vllm_container(config, served_model, BASE_DIR if base_from_s3 else model_uri, adapter_uri is not None)
         ],
         init_containers=[_fetch_container(config, downloads)] if downloads else None,
-        volumes=[
-            k8s.V1Volume(name="models", empty_dir=k8s.V1EmptyDirVolumeSource(size_limit=storage)),
+        volumes=([cache] if cache else []) + [
+            # with the model cache, only links to it (the fetch container makes them)
+            k8s.V1Volume(name="models", empty_dir=k8s.V1EmptyDirVolumeSource(size_limit="1Mi" if cache else storage)),
             k8s.V1Volume(name="scratch", empty_dir=k8s.V1EmptyDirVolumeSource(size_limit=storage)),
             k8s.V1Volume(
                 name="shm",
@@ -202,6 +209,7 @@ def _vllm_container(config: RunConfig, served_model: str, model: str, with_adapt
             k8s.V1VolumeMount(name="models", mount_path=MODELS_DIR, read_only=True),
             k8s.V1VolumeMount(name="scratch", mount_path=SCRATCH_DIR),
             k8s.V1VolumeMount(name="shm", mount_path="/dev/shm"),
+            *model_cache_mounts(config, read_only=True),
         ],
     )
 
@@ -218,6 +226,7 @@ def _fetch_container(config: RunConfig, downloads: list[tuple[str, str]]) -> k8s
             k8s.V1EnvVar(name="HOME", value=SCRATCH_DIR),
             k8s.V1EnvVar(name=STORAGE_CONFIG_ENV, value=config.storage.model_dump_json()),
             *storage_credentials_env(config),
+            *model_cache_env(config),
         ],
         resources=k8s.V1ResourceRequirements(requests=resources, limits=resources),
         security_context=container_security_context(),
@@ -225,6 +234,7 @@ def _fetch_container(config: RunConfig, downloads: list[tuple[str, str]]) -> k8s
         volume_mounts=[
             k8s.V1VolumeMount(name="models", mount_path=MODELS_DIR),
             k8s.V1VolumeMount(name="scratch", mount_path=SCRATCH_DIR),
+            *model_cache_mounts(config, read_only=False),  # the one writer: it fills the cache
         ],
     )
 
