@@ -9,8 +9,9 @@ punctuation, quotes and a few ASCII numbers. Every function used on every record
 the whole corpus in this process, one core, the current implementation (selflengthen.text) and the
 plain definitions it replaced (tests/fixtures/text_reference.py) side by side, and their outputs
 must be identical. Functions the reference shares with selflengthen.text (the splits,
-check_ending) are timed once. MB are 10**6 bytes of UTF-8; each figure is the best of
-``--repeats`` passes (the reference: one pass).
+check_ending) are timed once. MB are 10**6 bytes of UTF-8 per second of this process's CPU time
+(time.process_time: one core's speed, whatever else the machine runs); each figure is the best
+of ``--repeats`` passes (the reference: one pass).
 
 Figures go to bench/results/text_speed.json; the last line printed is
 ``min_text_mb_per_s=<the slowest function's MB/s>`` (goal: at least 100).
@@ -114,9 +115,9 @@ def functions(module) -> dict[str, Callable[[str, str], object]]:
 def timed(function: Callable[[str, str], object], texts: list[tuple[str, str]], repeats: int) -> tuple[float, list]:
     best, outputs = float("inf"), []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = time.process_time()
         outputs = [function(language, body) for language, body in texts]
-        best = min(best, time.perf_counter() - start)
+        best = min(best, time.process_time() - start)
     return best, outputs
 
 
@@ -147,7 +148,7 @@ def main() -> None:
     slowest = min(row["mb_per_s"] for row in figures.values())
     report = {
         "command": f"python bench/text_speed.py --megabytes {args.megabytes:g} --repeats {args.repeats}",
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores (one used)",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores (one used), shared with other work (load average {os.getloadavg()[0]:.1f} at the end)",
         "corpus": {"texts": len(texts), "megabytes": {key: round(value, 2) for key, value in megabytes.items()}},
         "goal": f"every function >= {GOAL_MB_S:g} MB/s",
         "functions": figures,
