@@ -169,6 +169,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, nargs="+", default=[2000, 20000])
     parser.add_argument("--concurrency", type=int, nargs="+", default=[64, 256])
     parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where the figures go")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)  # the server process
     parser.add_argument("--raw", nargs=4, help=argparse.SUPPRESS)  # the raw driver process
     args = parser.parse_args()
@@ -229,14 +230,15 @@ def main() -> None:
     ratio = round(statistics.median(ratios), 3)
     report = {
         "command": "python bench/client_overhead.py --queries " + " ".join(map(str, args.queries))
-        + " --concurrency " + " ".join(map(str, args.concurrency)) + f" --pairs {args.pairs}",
+        + " --concurrency " + " ".join(map(str, args.concurrency)) + f" --pairs {args.pairs}"
+        + ("" if args.results == RESULTS else f" --results {args.results}"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, shared with other work (load average {os.getloadavg()[0]:.1f} at the end)",
         "goal": f"client_throughput_ratio >= {GOAL}",
         "cases": cases,
         "client_throughput_ratio": ratio,
         "meets_goal": ratio >= GOAL,
     }
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    args.results.write_text(json.dumps(report, indent=2) + "\n")
     print(f"client_throughput_ratio={ratio}")
 
 
