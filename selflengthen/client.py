@@ -257,7 +257,7 @@ class GenerationClient:
         The body goes out by the openai client's own ``post`` (its connection pool, headers, timeout
         and errors) as JSON already built, and the answer comes back as bytes read with json.loads:
         ``chat.completions.create`` would walk the body through its typed-dict transforms and build
-        pydantic models of the answer, about 1 ms of CPU a request (bench/client_overhead.py); the
+        pydantic models of the answer, 0.5-1 ms of CPU a request here (bench/client_overhead.py); the
         openai-python README ("Making custom/undocumented requests") documents ``client.post``."""
         failures = 0
         while True:

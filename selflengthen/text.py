@@ -306,8 +306,13 @@ def _cjk_token_hashes(text: str):
 
 
 @lru_cache(maxsize=64)
-def _meta_pattern(words: tuple[str, ...]) -> re.Pattern:
-    return re.compile(r"\b(" + "|".join(re.escape(w) for w in words) + r")\b", re.IGNORECASE)
+def _meta_matcher(words: tuple[str, ...]) -> tuple[re.Pattern, tuple[str, ...] | None]:
+    """The meta words' pattern, and the words in lower case when all are ASCII: then an ASCII line
+    holds a match only if its lower-case form holds one of them (str.find is far faster than a
+    case-insensitive alternation); None when a word has other characters (re.IGNORECASE lets "ſ"
+    match "s", "K" match "k"...)."""
+    pattern = re.compile(r"\b(" + "|".join(re.escape(w) for w in words) + r")\b", re.IGNORECASE)
+    return pattern, tuple(w.lower() for w in words) if all(w.isascii() for w in words) else None
 
 
 def _edge_lines(text: str, count: int, from_end: bool) -> list[str]:
@@ -332,8 +337,12 @@ def find_meta_commentary(text: str, words: list[str], head: int, tail: int) -> s
     if not words:
         return None
     window = (_edge_lines(text, head, from_end=False) if head else []) + (_edge_lines(text, tail, from_end=True) if tail else [])
-    pattern = _meta_pattern(tuple(words))
+    pattern, lowered_words = _meta_matcher(tuple(words))
     for line in window:
+        if lowered_words is not None and line.isascii():
+            lowered = line.lower()
+            if not any(word in lowered for word in lowered_words):
+                continue
         match = pattern.search(line)
         if match:
             return match.group(1)

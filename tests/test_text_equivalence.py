@@ -13,7 +13,7 @@ from selflengthen.config import ChecksConfig
 from tests.fixtures import text_reference as plain
 
 CHECKS = ChecksConfig()
-EN_WORDS = ["the", "river", "runs", "to", "sea", "it's", "12", "version", "Revised", "café", "x_y", "a1", "Paragraph", "\u2019s"]
+EN_WORDS = ["the", "river", "runs", "to", "sea", "it's", "12", "version", "Revised", "café", "x_y", "a1", "Paragraph", "\u2019s", "revi\u017fed", "\u212aey"]
 ZH_CHARS = "一二三四五六七八九十河流向大海的是在我们他们文章中国人"
 EDGE = [
     " ", " ", "\n", "\n\n", "\r\n", "\t", "\x0b", "\x0c", "\x1c", "\x85", "\xa0", "\u1680", "\u2003", "\u2028", "\u2029",
@@ -81,9 +81,10 @@ def test_find_repeated_ngram(n, unit):
 
 
 @pytest.mark.parametrize(("head", "tail"), [(2, 3), (0, 3), (2, 0), (1, 1), (40, 40)])
-def test_find_meta_commentary(head, tail):
+@pytest.mark.parametrize("words", [META[:5], [*META, "key", "revi\u017fed"]])  # ASCII words; words that match other characters too
+def test_find_meta_commentary(head, tail, words):
     for text in TEXTS:
-        assert fast.find_meta_commentary(text, META[:5], head, tail) == plain.find_meta_commentary(text, META[:5], head, tail), repr(text[:300])
+        assert fast.find_meta_commentary(text, words, head, tail) == plain.find_meta_commentary(text, words, head, tail), repr(text[:300])
 
 
 def test_check_text():
