@@ -1,5 +1,6 @@
 """The compiled pipeline: kept up to date in the repository, and shaped as the design says."""
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -98,7 +99,10 @@ def test_an_iteration_tears_servers_down_before_selecting_and_training(tmp_path:
 
 @pytest.mark.parametrize("layout", ["shared", "sequential", "per_role"])
 def test_each_layout_serves_the_roles_as_it_says_and_the_stages_use_their_server(tmp_path: Path, layout: str) -> None:
-    spec, _ = compiled(load_config(CLUSTER_CONFIG, {"serving.layout": layout}), tmp_path)
+    spec, _ = compiled(load_config(CLUSTER_CONFIG, {"serving.layout": layout, "serving.cluster.replicas": 2}), tmp_path)
+    # the serve steps read the layout and the replicas from the compiled-in config
+    compiled_config = json.loads(spec["root"]["inputDefinitions"]["parameters"]["config_json"]["defaultValue"])
+    assert compiled_config["serving"]["layout"] == layout and compiled_config["serving"]["cluster"]["replicas"] == 2
     tasks = dag(spec, "comp-iteration")
     serves, teardowns = serving_tasks(tasks)
     inputs = {server: tasks[serve]["inputs"]["parameters"] for server, serve in serves.items()}
