@@ -10,6 +10,7 @@ import yaml
 
 from selflengthen.cluster.objects import to_manifest
 from selflengthen.serving.cluster import build_model_server
+from selflengthen.serving.plan import ServerPlan
 from tests.cluster.conftest import cluster_config
 from tests.deploy.conftest import ROOT, run_tool
 
@@ -34,7 +35,8 @@ def rendered(tmp_path_factory, helm_bin, helm_template, kustomize) -> Path:
     """Every object the project can create, one YAML file per source, in one folder."""
     folder = tmp_path_factory.mktemp("rendered")
     config = cluster_config(pipeline__api_key_secret="api-key", serving__cluster__hf_token_secret="hf", execution__model_cache_pvc="models")
-    server = build_model_server(config, "generator", 1, "s3://models/base", "s3://runs/demo/adapter")
+    plan = ServerPlan.shared(config, "s3://models/base", on_base=[], adapters={"generator": "s3://runs/demo/g", "extender": "s3://runs/demo/e"})
+    server = build_model_server(config, "shared", 1, plan)
     sources = {
         "helm-default": helm_template(),
         "helm-minio": helm_template("minio.enabled=true", "modelCache.create=true"),
