@@ -13,6 +13,7 @@ from selflengthen.cluster.objects import to_manifest
 from selflengthen.cluster.trainjob import build_trainjob
 from selflengthen.modelio import COMPLETE, MODEL_CACHE_ENV, localize
 from selflengthen.serving.cluster import build_model_server
+from selflengthen.serving.plan import ServerPlan
 from selflengthen.storage import get_storage
 from selflengthen.training.launch import TrainingRequest
 from tests.cluster.conftest import cluster_config
@@ -22,7 +23,9 @@ CACHE_MOUNT = {"name": "model-cache", "mountPath": "/model-cache"}
 
 
 def test_servers_fill_the_cache_in_the_init_container_and_read_it_read_only():
-    server = build_model_server(cluster_config(execution__model_cache_pvc="models"), "generator", 1, "s3://models/base", "s3://runs/demo/adapter")
+    config = cluster_config(execution__model_cache_pvc="models")
+    plan = ServerPlan.for_role(config, "generator", "s3://models/base", "s3://runs/demo/adapter")
+    server = build_model_server(config, "generator", 1, plan)
     deployment = to_manifest(server.deployment)
     validate_object(deployment)
     pod = deployment["spec"]["template"]["spec"]
@@ -36,7 +39,9 @@ def test_servers_fill_the_cache_in_the_init_container_and_read_it_read_only():
 
 
 def test_without_the_cache_each_server_copies_the_model_into_its_own_volume():
-    pod = to_manifest(build_model_server(cluster_config(), "generator", 1, "s3://models/base").deployment)["spec"]["template"]["spec"]
+    config = cluster_config()
+    plan = ServerPlan.for_role(config, "generator", "s3://models/base")
+    pod = to_manifest(build_model_server(config, "generator", 1, plan).deployment)["spec"]["template"]["spec"]
     assert all("persistentVolumeClaim" not in volume for volume in pod["volumes"])
     assert all(mount["name"] != "model-cache" for container in pod["containers"] + pod["initContainers"] for mount in container["volumeMounts"])
 
