@@ -1,10 +1,10 @@
 """Text utilities of the method: length counters, the midpoint split, language detection and checks.
 
 Every function here runs on every record of a stage, so each scans a text at memory speed: the
-regular expressions match runs (not single characters), character classes are counted on the
-UTF-8 bytes with ``bytes.translate`` and ``bytes.count``, and the repeated n-gram check hashes
-every n-gram with numpy before it looks at tokens at all (numpy is loaded by the first check, not
-by every command that imports this module). The results are those of the plain
+regular expressions match runs (not single characters), runs of a character class are counted on
+the UTF-8 bytes with ``bytes.translate`` and one numpy comparison, and the repeated n-gram check
+hashes every n-gram with numpy before it looks at tokens at all (numpy is loaded by the first count
+or check, not by every command that imports this module). The results are those of the plain
 definitions given in each docstring (tests/test_text_equivalence.py compares the two on generated
 texts).
 """
@@ -20,7 +20,6 @@ from selflengthen.config import Language, LanguageChecks
 _WIDE_RANGES = ((0x4E00, 0x9FFF), (0x3000, 0x303F), (0xFF00, 0xFFEF))
 _WIDE_CLASS = "".join(f"{chr(low)}-{chr(high)}" for low, high in _WIDE_RANGES)
 _WIDE_RUN = re.compile(f"[{_WIDE_CLASS}]+")
-_HAN_RUN = re.compile(r"[\u4e00-\u9fff]+")
 _PARAGRAPH_BREAK = re.compile(r"(\n(?:[ \t]*\n)+)")
 _LINE_BREAK = re.compile(r"(\n)")
 _CJK_NGRAM_TOKEN = re.compile(f"[{_WIDE_CLASS}]|[\\x21-\\x7e]+")
@@ -30,16 +29,14 @@ _ASCII_SPACES = b"\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f "
 _OTHER_SPACE = re.compile("[\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")
 _ASCII = bytes(range(128))
 _LETTERS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-_DIGITS = b"0123456789_"
 
 
 def _byte_map(marked: bytes) -> bytes:
-    """A ``bytes.translate`` table sending the bytes ``marked`` to b"x" and every other byte to a space."""
-    return bytes(ord("x") if byte in marked else ord(" ") for byte in range(256))
+    """A ``bytes.translate`` table sending the bytes ``marked`` to 1 and every other byte to 0."""
+    return bytes(1 if byte in marked else 0 for byte in range(256))
 
 
 _TOKEN_MAP = _byte_map(bytes(byte for byte in range(256) if byte not in _ASCII_SPACES))
-_WORD_MAP = _byte_map(_LETTERS + _DIGITS)  # word characters (\w) among the bytes left
 _LATIN_MAP = _byte_map(_LETTERS)
 
 COUNTERS = ("selflengthen", "longbench")
@@ -83,10 +80,9 @@ class _Scan:
         rest, runs = pattern.subn(replacement, self.text)
         return _Scan(rest), len(self.text) - len(rest) + runs * len(replacement)
 
-    def runs(self, table: bytes, delete: bytes = b"") -> int:
-        """Maximal runs of the bytes that ``table`` marks (after deleting the bytes ``delete``)."""
-        marked = self.data.translate(table, delete)
-        return marked.count(b" x") + marked.startswith(b"x")
+    def runs(self, table: bytes) -> int:
+        """Maximal runs of the bytes that ``table`` marks."""
+        return _runs(_numpy().frombuffer(self.data.translate(table), dtype=bool))
 
 
 def count_words(text: str, counter: str = "selflengthen") -> int:
@@ -113,14 +109,37 @@ def _whitespace_token_count(scan: _Scan) -> int:
 
 def _longbench_count(text: str) -> int:
     """CJK ideographs plus ``\\b[a-zA-Z]+\\b`` matches: maximal runs of word characters (``\\w``,
-    Unicode-aware: str.isalnum() or "_") made of ASCII letters only."""
-    scan, han = _Scan(text).replaced(_HAN_RUN, "0")  # an ideograph is a word character, not a letter
-    others = {char for char in set(scan.extra) if char.isalnum()}
-    if others:  # other scripts' letters and digits: word characters too
-        scan = _Scan(re.sub("[" + "".join(map(re.escape, sorted(others))) + "]", "0", scan.text))
-    # Non-ASCII bytes left are not word characters. Runs holding a digit, "_" or one of those stay
-    # runs when the letters are deleted; runs of letters only vanish.
-    return han + scan.runs(_WORD_MAP) - scan.runs(_WORD_MAP, delete=_LETTERS)
+    Unicode-aware: str.isalnum() or "_") made of ASCII letters only, counted on the code points."""
+    np = _numpy()
+    points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    han = int(np.count_nonzero(points - np.uint32(0x4E00) <= 0x9FFF - 0x4E00))
+    classes = np.zeros(len(points) + 2, dtype=np.uint8)  # a non-word character before and after the text
+    if len(points) and points.max() > 0xFFFF:
+        np.take(_word_classes(), np.minimum(points, 0xFFFF), out=classes[1:-1])
+        astral = np.flatnonzero(points > 0xFFFF)
+        classes[astral + 1] = [chr(point).isalnum() for point in points[astral].tolist()]
+    else:
+        np.take(_word_classes(), points, out=classes[1:-1])
+    # The runs of ASCII letters with a non-word character on both sides.
+    letter = classes == 2
+    edges = np.flatnonzero(letter[1:] != letter[:-1]) + 1  # a run's first character, the one after its last, ...
+    return han + int(np.count_nonzero((classes[edges[0::2] - 1] == 0) & (classes[edges[1::2]] == 0)))
+
+
+@lru_cache(maxsize=1)
+def _word_classes():
+    """By code point (below 0x10000; 0xFFFF, not a word character, stands for every higher one): 2
+    for an ASCII letter, 1 for another word character (``\\w``: str.isalnum() or "_"), 0 for the rest."""
+    np = _numpy()
+    classes = np.array([char.isalnum() or char == "_" for char in map(chr, range(0x10000))], dtype=np.uint8)
+    classes[list(_LETTERS)] = 2
+    return classes
+
+
+def _runs(flags) -> int:
+    """Maximal runs of True in the bool array ``flags``."""
+    np = _numpy()
+    return int(np.count_nonzero(flags[1:] > flags[:-1])) + bool(flags[:1].any())
 
 
 def _pieces(text: str) -> list[str]:
@@ -166,9 +185,18 @@ def detect_language(text: str) -> Language:
     if not text or text.isspace():
         raise ValueError("cannot detect the language of empty text")
     scan = _Scan(text)
-    han = scan.replaced(_HAN_RUN, "")[1]
+    han = _han_count(scan.data)
     latin = scan.runs(_LATIN_MAP)
     return "zh" if han > latin else "en"
+
+
+def _han_count(data: bytes) -> int:
+    """Characters U+4E00-U+9FFF in the UTF-8 ``data``: those whose lead byte is E5-E9, or E4
+    followed by B8-BF (E4-E9 are never continuation bytes)."""
+    np = _numpy()
+    octets = np.frombuffer(data, dtype=np.uint8)
+    after_e4 = np.flatnonzero(octets[:-1] == 0xE4) + 1
+    return int(np.count_nonzero(octets - np.uint8(0xE5) <= 4)) + int(np.count_nonzero(octets[after_e4] >= 0xB8))
 
 
 # ---------------------------------------------------------------------------- checks (docs/method.md, step 4)
@@ -226,7 +254,6 @@ def find_repeated_ngram(text: str, n: int, unit: str) -> tuple[str, ...] | None:
 
 _K1, _Q = 0x9E3779B97F4A7C15, 0x100000001B3
 _PAD = b" " * 8  # separators around the text: every token has a separator before it and 8 bytes after its start
-_TOKEN_FLAGS = bytes(0 if byte in _ASCII_SPACES else 1 for byte in range(256))  # translate: 1 inside a token
 _RUN_BIT = 1 << 63
 
 
@@ -293,7 +320,7 @@ def _whitespace_token_hashes(text: str):
     if scan.holds(_OTHER_SPACE):
         scan = _Scan(_OTHER_SPACE.sub(" ", text))
     padded = _PAD + scan.data + _PAD
-    inside = np.frombuffer(padded.translate(_TOKEN_FLAGS), dtype=np.bool_)
+    inside = np.frombuffer(padded.translate(_TOKEN_MAP), dtype=np.bool_)
     return _run_hashes(np.frombuffer(padded, dtype=np.uint8), inside)[1]
 
 
