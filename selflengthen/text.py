@@ -1,10 +1,10 @@
 """Text utilities of the method: length counters, the midpoint split, language detection and checks.
 
 Every function here runs on every record of a stage, so each scans a text at memory speed: the
-regular expressions match runs (not single characters), character classes are counted on the
-UTF-8 bytes with ``bytes.translate`` and ``bytes.count``, and the repeated n-gram check hashes
-every n-gram with numpy before it looks at tokens at all (numpy is loaded by the first check, not
-by every command that imports this module). The results are those of the plain
+regular expressions match runs (not single characters), runs of a character class are counted on
+the UTF-8 bytes with ``bytes.translate`` and one numpy comparison, and the repeated n-gram check
+hashes every n-gram with numpy before it looks at tokens at all (numpy is loaded by the first count
+or check, not by every command that imports this module). The results are those of the plain
 definitions given in each docstring (tests/test_text_equivalence.py compares the two on generated
 texts).
 """
@@ -20,7 +20,6 @@ from selflengthen.config import Language, LanguageChecks
 _WIDE_RANGES = ((0x4E00, 0x9FFF), (0x3000, 0x303F), (0xFF00, 0xFFEF))
 _WIDE_CLASS = "".join(f"{chr(low)}-{chr(high)}" for low, high in _WIDE_RANGES)
 _WIDE_RUN = re.compile(f"[{_WIDE_CLASS}]+")
-_HAN_RUN = re.compile(r"[\u4e00-\u9fff]+")
 _PARAGRAPH_BREAK = re.compile(r"(\n(?:[ \t]*\n)+)")
 _LINE_BREAK = re.compile(r"(\n)")
 _CJK_NGRAM_TOKEN = re.compile(f"[{_WIDE_CLASS}]|[\\x21-\\x7e]+")
@@ -30,16 +29,20 @@ _ASCII_SPACES = b"\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f "
 _OTHER_SPACE = re.compile("[\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")
 _ASCII = bytes(range(128))
 _LETTERS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-_DIGITS = b"0123456789_"
+
+
+def _numpy():
+    import numpy
+
+    return numpy
 
 
 def _byte_map(marked: bytes) -> bytes:
-    """A ``bytes.translate`` table sending the bytes ``marked`` to b"x" and every other byte to a space."""
-    return bytes(ord("x") if byte in marked else ord(" ") for byte in range(256))
+    """A ``bytes.translate`` table sending the bytes ``marked`` to 1 and every other byte to 0."""
+    return bytes(1 if byte in marked else 0 for byte in range(256))
 
 
 _TOKEN_MAP = _byte_map(bytes(byte for byte in range(256) if byte not in _ASCII_SPACES))
-_WORD_MAP = _byte_map(_LETTERS + _DIGITS)  # word characters (\w) among the bytes left
 _LATIN_MAP = _byte_map(_LETTERS)
 
 COUNTERS = ("selflengthen", "longbench")
@@ -83,10 +86,9 @@ class _Scan:
         rest, runs = pattern.subn(replacement, self.text)
         return _Scan(rest), len(self.text) - len(rest) + runs * len(replacement)
 
-    def runs(self, table: bytes, delete: bytes = b"") -> int:
-        """Maximal runs of the bytes that ``table`` marks (after deleting the bytes ``delete``)."""
-        marked = self.data.translate(table, delete)
-        return marked.count(b" x") + marked.startswith(b"x")
+    def runs(self, table: bytes) -> int:
+        """Maximal runs of the bytes that ``table`` marks."""
+        return _runs(_numpy().frombuffer(self.data.translate(table), dtype=bool))
 
 
 def count_words(text: str, counter: str = "selflengthen") -> int:
@@ -113,14 +115,37 @@ def _whitespace_token_count(scan: _Scan) -> int:
 
 def _longbench_count(text: str) -> int:
     """CJK ideographs plus ``\\b[a-zA-Z]+\\b`` matches: maximal runs of word characters (``\\w``,
-    Unicode-aware: str.isalnum() or "_") made of ASCII letters only."""
-    scan, han = _Scan(text).replaced(_HAN_RUN, "0")  # an ideograph is a word character, not a letter
-    others = {char for char in set(scan.extra) if char.isalnum()}
-    if others:  # other scripts' letters and digits: word characters too
-        scan = _Scan(re.sub("[" + "".join(map(re.escape, sorted(others))) + "]", "0", scan.text))
-    # Non-ASCII bytes left are not word characters. Runs holding a digit, "_" or one of those stay
-    # runs when the letters are deleted; runs of letters only vanish.
-    return han + scan.runs(_WORD_MAP) - scan.runs(_WORD_MAP, delete=_LETTERS)
+    Unicode-aware: str.isalnum() or "_") made of ASCII letters only, counted on the code points."""
+    np = _numpy()
+    points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    han = int(np.count_nonzero(points - np.uint32(0x4E00) <= 0x9FFF - 0x4E00))
+    classes = np.zeros(len(points) + 2, dtype=np.uint8)  # a non-word character before and after the text
+    if len(points) and points.max() > 0xFFFF:
+        np.take(_word_classes(), np.minimum(points, 0xFFFF), out=classes[1:-1])
+        astral = np.flatnonzero(points > 0xFFFF)
+        classes[astral + 1] = [chr(point).isalnum() for point in points[astral].tolist()]
+    else:
+        np.take(_word_classes(), points, out=classes[1:-1])
+    # The runs of ASCII letters with a non-word character on both sides.
+    letter = classes == 2
+    edges = np.flatnonzero(letter[1:] != letter[:-1]) + 1  # a run's first character, the one after its last, ...
+    return han + int(np.count_nonzero((classes[edges[0::2] - 1] == 0) & (classes[edges[1::2]] == 0)))
+
+
+@lru_cache(maxsize=1)
+def _word_classes():
+    """By code point (below 0x10000; 0xFFFF, not a word character, stands for every higher one): 2
+    for an ASCII letter, 1 for another word character (``\\w``: str.isalnum() or "_"), 0 for the rest."""
+    np = _numpy()
+    classes = np.array([char.isalnum() or char == "_" for char in map(chr, range(0x10000))], dtype=np.uint8)
+    classes[list(_LETTERS)] = 2
+    return classes
+
+
+def _runs(flags) -> int:
+    """Maximal runs of True in the bool array ``flags``."""
+    np = _numpy()
+    return int(np.count_nonzero(flags[1:] > flags[:-1])) + bool(flags[:1].any())
 
 
 def _pieces(text: str) -> list[str]:
@@ -166,9 +191,18 @@ def detect_language(text: str) -> Language:
     if not text or text.isspace():
         raise ValueError("cannot detect the language of empty text")
     scan = _Scan(text)
-    han = scan.replaced(_HAN_RUN, "")[1]
+    han = _han_count(scan.data)
     latin = scan.runs(_LATIN_MAP)
     return "zh" if han > latin else "en"
+
+
+def _han_count(data: bytes) -> int:
+    """Characters U+4E00-U+9FFF in the UTF-8 ``data``: those whose lead byte is E5-E9, or E4
+    followed by B8-BF (E4-E9 are never continuation bytes)."""
+    np = _numpy()
+    octets = np.frombuffer(data, dtype=np.uint8)
+    after_e4 = np.flatnonzero(octets[:-1] == 0xE4) + 1
+    return int(np.count_nonzero(octets - np.uint8(0xE5) <= 4)) + int(np.count_nonzero(octets[after_e4] >= 0xB8))
 
 
 # ---------------------------------------------------------------------------- checks (docs/method.md, step 4)
@@ -217,22 +251,23 @@ def find_repeated_ngram(text: str, n: int, unit: str) -> tuple[str, ...] | None:
 # Building a tuple of tokens per position costs about 300 ns a token; hashing every n-gram costs a
 # few numpy passes over the text. Distinct hashes prove that no n-gram repeats; equal ones send the
 # caller to compare the tokens themselves. A token's hash (whitespace unit: of its UTF-8 bytes; cjk
-# unit: of an ASCII run) mixes its length, its first 8 and its last 8 bytes, so equal tokens hash
-# equally wherever they stand (tokens that differ only inside a long one are told apart by the
-# comparison); a CJK character's hash is its code point (ASCII runs' hashes have the top bit set,
-# so the two never meet). An n-gram's hash is sum(token_hash[i + k] * Q ** (n - 1 - k)) modulo
-# 2 ** 64, built by doubling (2-grams from 1-grams, 4-grams from 2-grams...).
+# unit: of an ASCII run) is its length plus its first 8 bytes times a constant, so equal tokens hash
+# equally wherever they stand (long tokens that share their first 8 bytes and their length hash
+# alike: a whole n-gram of them sends the caller to the comparison); a CJK character's hash is its
+# code point (ASCII runs' hashes have the top bit set, so the two never meet). An n-gram's hash is
+# sum(token_hash[i + k] * Q ** (n - 1 - k)) modulo 2 ** 64, built by doubling (2-grams from
+# 1-grams, 4-grams from 2-grams...).
 
-_K1, _K2, _Q = 0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x100000001B3
-_ZERO_SEPARATORS = bytes.maketrans(_ASCII_SPACES, bytes(len(_ASCII_SPACES)))
+_K1, _Q = 0x9E3779B97F4A7C15, 0x100000001B3
+_PAD = b" " * 8  # separators around the text: every token has a separator before it and 8 bytes after its start
 _RUN_BIT = 1 << 63
-_ALL_ONES = (1 << 64) - 1
 
 
-def _numpy():
-    import numpy
-
-    return numpy
+@lru_cache(maxsize=1)
+def _head_masks():
+    """The mask keeping a token's first min(length, 8) bytes of the 8 read from its start, by length."""
+    np = _numpy()
+    return np.array([(1 << (8 * min(length, 8))) - 1 for length in range(9)], dtype=np.uint64)
 
 
 def _may_repeat(text: str, n: int, unit: str) -> bool:
@@ -240,7 +275,12 @@ def _may_repeat(text: str, n: int, unit: str) -> bool:
     hashes = _whitespace_token_hashes(text) if unit == "whitespace" else _cjk_token_hashes(text)
     if len(hashes) - n + 1 < 2:
         return False
+    np = _numpy()
     grams = _gram_hashes(hashes, n)
+    folds = (grams ^ (grams >> np.uint64(32))).astype(np.uint32)  # sorted in half the time of the hashes
+    folds.sort()
+    if not (folds[1:] == folds[:-1]).any():
+        return False
     grams.sort()
     return bool((grams[1:] == grams[:-1]).any())
 
@@ -266,20 +306,17 @@ def _gram_hashes(hashes, n: int):
         span *= 2
 
 
-def _run_hashes(marked):
-    """Where each run of non-zero bytes of the uint8 array ``marked`` begins, and each run's hash
-    (of its length, its first 8 and its last 8 bytes: equal runs hash equally)."""
+def _run_hashes(padded, inside):
+    """Where each run of ``inside`` (a bool array, False in its first and last 8 places) begins, and
+    each run's hash: its length plus its first 8 bytes of the uint8 array ``padded`` (as long as
+    ``inside``) times a constant (equal runs hash equally)."""
     np = _numpy()
-    padded = np.concatenate((np.zeros(8, np.uint8), marked, np.zeros(8, np.uint8)))
-    inside = padded != 0
     edges = np.flatnonzero(inside[1:] != inside[:-1]) + 1  # a run's first byte, the byte after its last, ...
     starts, ends = edges[0::2], edges[1::2]
     octets = np.ndarray((len(padded) - 7,), dtype="<u8", buffer=padded, strides=(1,))  # the 8 bytes from each offset
-    lengths = (ends - starts).astype(np.uint64)
-    short = lengths < 8
-    head = octets[starts] & np.where(short, (np.uint64(1) << (np.minimum(lengths, 7) * np.uint64(8))) - np.uint64(1), np.uint64(_ALL_ONES))
-    tail = np.where(short, np.uint64(0), octets[ends - 8])
-    return starts - 8, head * np.uint64(_K1) + tail * np.uint64(_K2) + lengths
+    lengths = ends - starts
+    heads = octets[starts] & _head_masks()[np.minimum(lengths, 8)]
+    return starts, heads * np.uint64(_K1) + lengths.view(np.uint64)
 
 
 def _whitespace_token_hashes(text: str):
@@ -287,32 +324,66 @@ def _whitespace_token_hashes(text: str):
     scan = _Scan(text)
     if scan.holds(_OTHER_SPACE):
         scan = _Scan(_OTHER_SPACE.sub(" ", text))
-    return _run_hashes(np.frombuffer(scan.data.translate(_ZERO_SEPARATORS), dtype=np.uint8))[1]
+    padded = _PAD + scan.data + _PAD
+    inside = np.frombuffer(padded.translate(_TOKEN_MAP), dtype=np.bool_)
+    return _run_hashes(np.frombuffer(padded, dtype=np.uint8), inside)[1]
+
+
+@lru_cache(maxsize=1)
+def _cjk_classes():
+    """By code point (below 0x10000; 0xFFFF stands for every higher one): 1 for a CJK character
+    (a token of its own), 2 for printable ASCII (runs of it are tokens), 0 for the rest."""
+    np = _numpy()
+    classes = np.zeros(0x10000, dtype=np.uint8)
+    for low, high in _WIDE_RANGES:
+        classes[low : high + 1] = 1
+    classes[0x21:0x7F] = 2
+    return classes
 
 
 def _cjk_token_hashes(text: str):
     np = _numpy()
     points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-    token = np.zeros(len(points), dtype=bool)  # where a token begins: a CJK character or an ASCII run
-    for low, high in _WIDE_RANGES:
-        token |= (points >= low) & (points <= high)
+    classes = _cjk_classes().take(np.minimum(points, 0xFFFF))
+    token = classes == 1  # where a token begins: a CJK character or an ASCII run
     hashes = points.astype(np.uint64)
-    ascii_run = (points >= 0x21) & (points <= 0x7E)
+    ascii_run = classes == 2
     if ascii_run.any():
-        starts, run_hashes = _run_hashes(np.where(ascii_run, points, 0).astype(np.uint8))
-        hashes[starts] = run_hashes | np.uint64(_RUN_BIT)
-        token[starts] = True
+        pad = np.zeros(8, dtype=bool)
+        inside = np.concatenate((pad, ascii_run, pad))
+        padded = np.concatenate((pad.view(np.uint8), points.astype(np.uint8), pad.view(np.uint8)))
+        starts, run_hashes = _run_hashes(padded, inside)
+        hashes[starts - 8] = run_hashes | np.uint64(_RUN_BIT)
+        token[starts - 8] = True
     return hashes[token]
 
 
+# The non-ASCII characters that re.IGNORECASE lets match an ASCII character (İ ı ſ K match i, s, k;
+# tests/test_text_equivalence.py derives them from the re module over every code point), and the
+# last bytes of their UTF-8 forms, each looked for on its own (a one-byte search runs at memchr's
+# speed).
+_ASCII_FOLDING = "\u0130\u0131\u017f\u212a"
+_ASCII_FOLDING_LAST_BYTES = tuple({char.encode()[-1:] for char in _ASCII_FOLDING})
+
+
 @lru_cache(maxsize=64)
-def _meta_matcher(words: tuple[str, ...]) -> tuple[re.Pattern, tuple[str, ...] | None]:
-    """The meta words' pattern, and the words in lower case when all are ASCII: then an ASCII line
-    holds a match only if its lower-case form holds one of them (str.find is far faster than a
-    case-insensitive alternation); None when a word has other characters (re.IGNORECASE lets "ſ"
-    match "s", "K" match "k"...)."""
+def _meta_matcher(words: tuple[str, ...]) -> tuple[re.Pattern, tuple[bytes, ...] | None]:
+    """The meta words' pattern, and the words in lower case (UTF-8) when all are ASCII (else None):
+    see _may_hold."""
     pattern = re.compile(r"\b(" + "|".join(re.escape(w) for w in words) + r")\b", re.IGNORECASE)
-    return pattern, tuple(w.lower() for w in words) if all(w.isascii() for w in words) else None
+    return pattern, tuple(w.lower().encode() for w in words) if all(w.isascii() for w in words) else None
+
+
+def _may_hold(text: str, lowered_words: tuple[bytes, ...]) -> bool:
+    """False when the case-insensitive pattern of the ASCII words ``lowered_words`` cannot match in
+    ``text``: its UTF-8 holds none of _ASCII_FOLDING_LAST_BYTES (so no character of _ASCII_FOLDING), so a match is ASCII and appears in the
+    text's UTF-8 with its ASCII letters lowered (bytes.lower and bytes.find are far faster than a
+    case-insensitive alternation)."""
+    data = text.encode("utf-8")
+    if any(byte in data for byte in _ASCII_FOLDING_LAST_BYTES):
+        return True
+    lowered = data.lower()
+    return any(word in lowered for word in lowered_words)
 
 
 def _edge_lines(text: str, count: int, from_end: bool) -> list[str]:
@@ -338,11 +409,11 @@ def find_meta_commentary(text: str, words: list[str], head: int, tail: int) -> s
         return None
     window = (_edge_lines(text, head, from_end=False) if head else []) + (_edge_lines(text, tail, from_end=True) if tail else [])
     pattern, lowered_words = _meta_matcher(tuple(words))
+    if lowered_words is not None and not _may_hold("\n".join(window), lowered_words):
+        return None
     for line in window:
-        if lowered_words is not None and line.isascii():
-            lowered = line.lower()
-            if not any(word in lowered for word in lowered_words):
-                continue
+        if lowered_words is not None and not _may_hold(line, lowered_words):
+            continue
         match = pattern.search(line)
         if match:
             return match.group(1)

@@ -5,6 +5,7 @@ private-use and astral characters, CR/LF, underscores, glued scripts) and with r
 meta words planted near the edges."""
 
 import random
+import re
 
 import pytest
 
@@ -104,3 +105,59 @@ def test_meta_lines_far_from_the_edges_of_a_long_text():
         lines.insert(where if where >= 0 else len(lines) + where + 1, "The revised text.\r\n\n  ")
         text = "\n".join(lines)
         assert fast.find_meta_commentary(text, META[:5], 2, 3) == plain.find_meta_commentary(text, META[:5], 2, 3), where
+
+
+def test_ascii_folding_characters_are_all_that_ignorecase_lets_match_ascii():
+    every_other = "".join(map(chr, range(0x80, 0x110000)))
+    assert set(re.findall("[\x00-\x7f]", every_other, re.IGNORECASE)) == set(fast._ASCII_FOLDING)
+
+
+META_LINES = [
+    "A \u201crevised\u201d view.", "The REVISED\u2014text.", "caf\u00e9 Version 2", "45\u00b0 paragraph", "\u0142ódź response",
+    "revi\u017fed", "RESPONSE\u212a", "\u0130revision", "conversion \u201cparagraphs\u201d", "\u201cno meta here\u201d", "plain words",
+    "x_version", "version_x", "\u00e9version", "\u4e2d\u6587version",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_meta_words_on_lines_with_other_characters(seed):
+    rng = random.Random(seed)
+    lines = [rng.choice(META_LINES) for _ in range(rng.randint(1, 8))]
+    text = "\n".join(lines)
+    for words in (META[:5], ["ſ", "key"], ["it's", "k"]):
+        assert fast.find_meta_commentary(text, words, 2, 3) == plain.find_meta_commentary(text, words, 2, 3), (text, words)
+
+
+def repeat_text(rng: random.Random) -> str:
+    """Tokens that hash alike (long tokens sharing their first 8 bytes and their length), NULs and
+    other control characters, long ASCII runs among CJK characters, separators at both ends."""
+    stems = ["internationalisation", "internationalization", "abcdefgh1", "abcdefgh2", "a\x00b", "a", "\x00", "https://example.org/a"]
+    cjk = ["中", "文", "。", "https://example.org/aa", "https://example.org/ab", "12345678901", "12345678902", "“", " ", "\n"]
+    whitespace = rng.random() < 0.5
+    tokens = [rng.choice(stems if whitespace else cjk) for _ in range(rng.randint(0, 60 if whitespace else 120))]
+    if tokens and rng.random() < 0.4:  # plant a repeat of up to 30 tokens
+        start = rng.randrange(len(tokens))
+        tokens += tokens[start : start + rng.randint(1, 30)]
+    if whitespace:
+        text = "".join(token + rng.choice([" ", "  ", "\n", "\t", "\x1f", "\u3000"]) for token in tokens)
+    else:
+        text = "".join(tokens)
+    return rng.choice(["", " ", "\n"]) + text + rng.choice(["", " ", "x"])
+
+
+@pytest.mark.parametrize(("n", "unit"), [(2, "whitespace"), (3, "whitespace"), (10, "whitespace"), (3, "cjk"), (13, "cjk")])
+def test_find_repeated_ngram_on_tokens_that_hash_alike(n, unit):
+    outcomes = set()
+    for seed in range(300):
+        text = repeat_text(random.Random(seed))
+        expected = plain.find_repeated_ngram(text, n, unit)
+        assert fast.find_repeated_ngram(text, n, unit) == expected, repr(text)
+        outcomes.add(expected is None)
+    assert outcomes == {True, False}
+
+
+def test_tokens_that_hash_alike_are_compared_before_a_repeat_is_reported():
+    text = "internationalisation a internationalization a"  # same length, same first 8 bytes
+    assert fast._may_repeat(text, 2, "whitespace")
+    assert fast.find_repeated_ngram(text, 2, "whitespace") is None
+    assert fast.find_repeated_ngram(text + " internationalisation a", 2, "whitespace") == ("internationalisation", "a")
