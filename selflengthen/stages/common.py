@@ -15,6 +15,7 @@ reason, so the stage goes on and a rerun does not send it again. A server that c
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from selflengthen.fingerprint import stage_fingerprint
 from selflengthen.logs import stage_logger
 from selflengthen.records import Failure, Query, Record, Response, stable_id
 from selflengthen.stats import length_stats
-from selflengthen.storage import Storage, get_storage
+from selflengthen.storage import BackgroundWriter, Storage, get_storage
 
 T = TypeVar("T")
 Work = Callable[[GenerationClient, RunConfig, Any], Awaitable[tuple[list[Record], list[Failure]]]]
@@ -60,38 +61,51 @@ def _progress() -> Progress:
     )
 
 
-async def _process_units(
-    client: GenerationClient,
-    config: RunConfig,
+async def process_units(
     units: Sequence[tuple[str, Any]],
-    work: Work,
+    work: Callable[[str, Any], Awaitable[tuple[str, tuple[list[Record], list[Failure]]]]],
     checkpoint: UnitCheckpoint,
     stage: str,
+    limit: int,
 ) -> None:
-    """Run ``work`` over the units not yet checkpointed; every finished unit goes to the checkpoint,
-    a refused one with its Failure."""
+    """Run ``work`` (unit id, item -> unit id, (outputs, failures)) over the units not yet checkpointed, at most ``limit`` at a time: the next unit
+    starts as one finishes, so units finish (and reach the checkpoint) at a steady rate instead of
+    all near the end. Every finished unit goes to the checkpoint; a shard is written when one is due
+    (by units or by time), on the checkpoint's writer thread, and a failed write fails the stage."""
     done = checkpoint.done_units()
-    todo = [(unit_id, item) for unit_id, item in units if unit_id not in done]
+    pending = [(unit_id, item) for unit_id, item in units if unit_id not in done]
+    todo = iter(pending)
+    running: set[asyncio.Future] = set()
 
-    async def one(unit_id: str, item: Any) -> tuple[str, tuple[list[Record], list[Failure]]]:
-        try:
-            return unit_id, await work(client, config, item)
-        except RequestRefused as error:
-            return unit_id, ([], [refusal(stage, unit_id, item, error)])
+    def start_more() -> None:
+        for unit_id, item in itertools.islice(todo, limit - len(running)):
+            running.add(asyncio.ensure_future(work(unit_id, item)))
 
     with _progress() as progress:
-        task = progress.add_task(stage, total=len(units), completed=len(units) - len(todo))
-        pending = [asyncio.ensure_future(one(unit_id, item)) for unit_id, item in todo]
+        task = progress.add_task(stage, total=len(units), completed=len(units) - len(pending))
         try:
-            for finished in asyncio.as_completed(pending):
-                unit_id, (outputs, failures) = await finished
-                checkpoint.add(unit_id, outputs, failures)
-                progress.advance(task)
+            start_more()
+            while running:
+                finished, _ = await asyncio.wait(running, timeout=checkpoint.seconds_until_due(), return_when=asyncio.FIRST_COMPLETED)
+                for future in finished:
+                    running.discard(future)
+                    unit_id, (outputs, failures) = future.result()
+                    checkpoint.add(unit_id, outputs, failures)
+                    progress.advance(task)
+                if checkpoint.due():
+                    checkpoint.flush()
+                if checkpoint.writer is not None:
+                    checkpoint.writer.check()
+                start_more()
         finally:
-            for future in pending:
+            for future in running:
                 future.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-            checkpoint.flush()
+            await asyncio.gather(*running, return_exceptions=True)
+            try:
+                checkpoint.flush()
+            finally:
+                if checkpoint.writer is not None:
+                    await asyncio.to_thread(checkpoint.writer.close)
 
 
 def refusal(stage: str, unit_id: str, item: Any, error: RequestRefused) -> Failure:
@@ -134,7 +148,10 @@ def run_units(
     storage = storage or get_storage(config.storage)
     log = stage_logger(config.run_id, stage, iteration)
     fingerprint = stage_fingerprint(config, sections=sections, role=role, inputs=inputs, extra=extra)
-    checkpoint = UnitCheckpoint(storage, output_uri, stage=stage, fingerprint=fingerprint, shard_size=config.storage.shard_size)
+    checkpoint = UnitCheckpoint(
+        storage, output_uri, stage=stage, fingerprint=fingerprint,
+        shard_size=config.storage.shard_size, interval_s=config.storage.checkpoint_interval_s, writer=BackgroundWriter(),
+    )  # fmt: skip
     manifest = checkpoint.open(config.on_change)
     if manifest is not None:
         log.info("already complete at %s (%d records); skipped", output_uri, manifest.count)
@@ -146,21 +163,30 @@ def run_units(
 
     async def main() -> None:
         async with GenerationClient(endpoint, tokenizer=tokenizer_for(config, endpoint), role=role) as client:
+
+            async def one(unit_id: str, item: Any) -> tuple[str, tuple[list[Record], list[Failure]]]:
+                try:
+                    return unit_id, await work(client, config, item)
+                except RequestRefused as error:
+                    return unit_id, ([], [refusal(stage, unit_id, item, error)])
+
             await client.check_health()
             log.info("%d units -> %s via %s (%s)", len(units), output_uri, endpoint.base_url, endpoint.model)
-            await _process_units(client, config, units, work, checkpoint, stage)
+            await process_units(units, one, checkpoint, stage, endpoint.unit_limit())
 
     asyncio.run(main())
-    outputs, failures = checkpoint.collected(output_model, Failure)
-    stage_metrics = {
-        "units": len(units),
-        **metrics(outputs, failures),
-        **response_metrics(outputs, failures),
-        "failure_reasons": dict(Counter(failure.reason for failure in failures)),
-    }
+
+    def stage_metrics(outputs: list, failures: list[Failure]) -> dict:
+        return {
+            "units": len(units),
+            **metrics(outputs, failures),
+            **response_metrics(outputs, failures),
+            "failure_reasons": dict(Counter(failure.reason for failure in failures)),
+        }
+
     manifest = checkpoint.finalize([unit_id for unit_id, _ in units], output_model, Failure, stage_metrics)
-    log.info("wrote %d records, %d failures: %s", manifest.count, manifest.failures, stage_metrics)
-    return StageResult(output_uri, manifest, metrics=stage_metrics)
+    log.info("wrote %d records, %d failures: %s", manifest.count, manifest.failures, manifest.metrics)
+    return StageResult(output_uri, manifest, metrics=manifest.metrics)
 
 
 def run_stage(
