@@ -23,10 +23,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import sqlite3
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any, Iterable, Sequence, TypeVar
+from typing import Any, Generic, Iterable, Iterator, Sequence, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -240,11 +243,42 @@ def existing_dataset(storage: Storage, prefix_uri: str, fingerprint: Fingerprint
     return manifest if keep else None
 
 
-def read_records(storage: Storage, prefix_uri: str, model: type[R]) -> list[R]:
-    """All records of the dataset at ``prefix_uri``, in order, checksums verified."""
+def iter_records(storage: Storage, prefix_uri: str, model: type[R]) -> Iterator[R]:
+    """The records of the dataset at ``prefix_uri``, in order, read one part at a time (checksums
+    verified, ids distinct across parts)."""
     manifest = read_manifest(storage, prefix_uri)
     seen: dict[str, str] = {}
-    return [record for shard in manifest.shards for record in _read_shard(storage, prefix_uri, shard, model, seen)]
+    for shard in manifest.shards:
+        yield from _read_shard(storage, prefix_uri, shard, model, seen)
+
+
+def read_records(storage: Storage, prefix_uri: str, model: type[R]) -> list[R]:
+    """All records of the dataset at ``prefix_uri``, in order, checksums verified."""
+    return list(iter_records(storage, prefix_uri, model))
+
+
+class RecordStream(Generic[R]):
+    """The records of a dataset prefix or a single JSONL file, read again at each iteration (a
+    dataset one part at a time, so a pass holds one part in memory); ``len`` is their count."""
+
+    def __init__(self, storage: Storage, uri: str, model: type[R]):
+        self.storage, self.uri, self.model = storage, uri, model
+        self.is_dataset = dataset_exists(storage, uri)
+        if not self.is_dataset and not storage.exists(uri):
+            raise DataError(f"{uri} is neither a dataset (no {manifest_uri(uri)}) nor a JSONL file")
+        self._count = read_manifest(storage, uri).count if self.is_dataset else None
+
+    def __iter__(self) -> Iterator[R]:
+        if self.is_dataset:
+            return iter_records(self.storage, self.uri, self.model)
+        records = read_jsonl(self.storage, self.uri, self.model)
+        self._count = len(records)
+        return iter(records)
+
+    def __len__(self) -> int:
+        if self._count is None:
+            self._count = sum(1 for _ in self)
+        return self._count
 
 
 def read_failures(storage: Storage, prefix_uri: str, model: type[R]) -> list[R]:
@@ -257,11 +291,7 @@ def read_failures(storage: Storage, prefix_uri: str, model: type[R]) -> list[R]:
 
 def load_records(storage: Storage, uri: str, model: type[R]) -> list[R]:
     """Records from a dataset prefix (one with a manifest.json) or from a single JSONL file."""
-    if dataset_exists(storage, uri):
-        return read_records(storage, uri, model)
-    if not storage.exists(uri):
-        raise DataError(f"{uri} is neither a dataset (no {manifest_uri(uri)}) nor a JSONL file")
-    return read_jsonl(storage, uri, model)
+    return list(RecordStream(storage, uri, model))
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -448,38 +478,126 @@ class UnitCheckpoint:
 
     def finalize(
         self,
-        unit_order: Sequence[str],
+        unit_order: Iterable[str],
         output_model: type[Record],
         failure_model: type[Record],
-        metrics: dict[str, Any] | Callable[[list, list], dict[str, Any]] | None = None,
+        metrics: dict[str, Any] | Callable[[Iterable, list], dict[str, Any]] | None = None,
     ) -> Manifest:
         """Write the stage's dataset (outputs in ``unit_order``, failures) and drop the checkpoint.
 
-        ``metrics`` is the manifest's metrics, or a function computing them from the outputs and
-        failures. Units of ``unit_order`` never added produced nothing; a checkpointed unit missing
-        from ``unit_order`` means the checkpoint belongs to other inputs, which is an error.
+        ``metrics`` is the manifest's metrics, or a function computing them from the outputs (read
+        again from the spill at each iteration; ``len`` works) and the failures (a list). Units of ``unit_order`` never
+        added produced nothing; a checkpointed unit missing from ``unit_order`` means the
+        checkpoint belongs to other inputs, which is an error.
+
+        Memory stays bounded: the shards are read one at a time into a local spill (SQLite in a
+        temporary folder) keyed by each unit's place in ``unit_order``, which gives them back in
+        that order; only the unit ids are held.
         """
         self.flush()
         if self.writer is not None:
             self.writer.close()
-        entries = {entry.unit: entry for entry in self._entries()}
-        unknown = sorted(set(entries) - set(unit_order))
-        if unknown:
-            raise DataError(
-                f"{self.checkpoint_uri} holds {len(unknown)} unit(s) not among this stage's inputs "
-                f"(e.g. {unknown[0]!r}); delete that folder to start the stage over"
-            )
-        ordered = [entries[unit] for unit in dict.fromkeys(unit_order) if unit in entries]
-        outputs, failures = self._records(ordered, output_model, failure_model)
-        manifest = write_records(
-            self.storage,
-            self.output_prefix,
-            outputs,
-            stage=self.stage,
-            fingerprint=self.fingerprint,
-            shard_size=self.shard_size,
-            metrics=metrics(outputs, failures) if callable(metrics) else metrics,
-            failures=failures,
-        )
+        with tempfile.TemporaryDirectory(prefix="sl-finalize-") as folder:
+            spill = _UnitSpill(os.path.join(folder, "units.sqlite"), unit_order)
+            try:
+                for _, uri in self._shards():
+                    spill.add(read_jsonl_lines(self.storage, uri))
+                if spill.unknown:
+                    unknown = sorted(spill.unknown)
+                    raise DataError(
+                        f"{self.checkpoint_uri} holds {len(unknown)} unit(s) not among this stage's inputs "
+                        f"(e.g. {unknown[0]!r}); delete that folder to start the stage over"
+                    )
+                outputs = _SpilledRecords(spill, "outputs", output_model, self.checkpoint_uri)
+                failures = list(_SpilledRecords(spill, "failures", failure_model, self.checkpoint_uri))
+                manifest = write_records(
+                    self.storage,
+                    self.output_prefix,
+                    outputs,
+                    stage=self.stage,
+                    fingerprint=self.fingerprint,
+                    shard_size=self.shard_size,
+                    metrics=metrics(outputs, failures) if callable(metrics) else metrics,
+                    failures=failures,
+                )
+            finally:
+                spill.close()
         self.storage.delete_prefix(self.checkpoint_uri)
         return manifest
+
+
+def read_jsonl_lines(storage: Storage, uri: str) -> list[str]:
+    """The non-blank lines of a JSONL file."""
+    return [line for line in storage.read_text(uri).split("\n") if line.strip()]
+
+
+_UNIT_PREFIX = '{"unit":'
+
+
+def _unit_of(line: str) -> str:
+    """The unit id of a checkpoint line, read without parsing its records (lines start with it)."""
+    if line.startswith(_UNIT_PREFIX):
+        unit, _ = _DECODER.raw_decode(line, len(_UNIT_PREFIX))
+        if isinstance(unit, str):
+            return unit
+    return _UnitEntry.model_validate_json(line).unit
+
+
+_DECODER = json.JSONDecoder()
+
+
+class _UnitSpill:
+    """Checkpoint lines kept on local disk under their unit's place in the stage's input order;
+    the first line of a unit wins, lines of units not in that order are counted in ``unknown``."""
+
+    def __init__(self, path: str, unit_order: Iterable[str]):
+        self.position: dict[str, int] = {}
+        for unit in unit_order:
+            self.position.setdefault(unit, len(self.position))
+        self.unknown: set[str] = set()
+        self.db = sqlite3.connect(path)
+        self.db.execute("PRAGMA journal_mode=OFF")
+        self.db.execute("PRAGMA synchronous=OFF")
+        self.db.execute("CREATE TABLE units (position INTEGER PRIMARY KEY, line TEXT NOT NULL)")
+
+    def add(self, lines: Iterable[str]) -> None:
+        rows = []
+        for line in lines:
+            unit = _unit_of(line)
+            if unit in self.position:
+                rows.append((self.position[unit], line))
+            else:
+                self.unknown.add(unit)
+        self.db.executemany("INSERT OR IGNORE INTO units VALUES (?, ?)", rows)
+
+    def lines(self) -> Iterator[str]:
+        for (line,) in self.db.execute("SELECT line FROM units ORDER BY position"):
+            yield line
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class _SpilledRecords:
+    """The outputs (or failures) of the spilled units, in unit order, parsed again at each iteration."""
+
+    def __init__(self, spill: _UnitSpill, field: str, model: type[R], source: str):
+        self.spill, self.field, self.model, self.source = spill, field, model, source
+        self._count: int | None = None
+
+    def __iter__(self) -> Iterator[R]:
+        count = 0
+        for line in self.spill.lines():
+            try:
+                rows = json.loads(line)[self.field]
+                for row in rows:
+                    yield self.model.model_validate(row)
+            except ValidationError as error:
+                raise DataError(f"checkpoint {self.source}: {_describe(error)}") from None
+            count += len(rows)
+        self._count = count
+
+    def __len__(self) -> int:
+        if self._count is None:
+            self._count = sum(1 for _ in self)
+        return self._count

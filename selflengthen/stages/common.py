@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -26,7 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from selflengthen.client import GenerationClient
 from selflengthen.config import RunConfig
-from selflengthen.datasets import Manifest, UnitCheckpoint, input_checksum, load_records
+from selflengthen.datasets import Manifest, RecordStream, UnitCheckpoint, input_checksum
 from selflengthen.errors import DataError, RequestRefused
 from selflengthen.fingerprint import stage_fingerprint
 from selflengthen.logs import stage_logger
@@ -36,7 +37,7 @@ from selflengthen.storage import BackgroundWriter, Storage, get_storage
 
 T = TypeVar("T")
 Work = Callable[[GenerationClient, RunConfig, Any], Awaitable[tuple[list[Record], list[Failure]]]]
-Metrics = Callable[[list, list[Failure]], dict]
+Metrics = Callable[[Iterable, list[Failure]], dict]
 
 
 @dataclass
@@ -62,29 +63,47 @@ def _progress() -> Progress:
 
 
 async def process_units(
-    units: Sequence[tuple[str, Any]],
+    units: Iterable[tuple[str, Any]],
     work: Callable[[str, Any], Awaitable[tuple[str, tuple[list[Record], list[Failure]]]]],
     checkpoint: UnitCheckpoint,
     stage: str,
     limit: int,
-) -> None:
-    """Run ``work`` (unit id, item -> unit id, (outputs, failures)) over the units not yet checkpointed, at most ``limit`` at a time: the next unit
-    starts as one finishes, so units finish (and reach the checkpoint) at a steady rate instead of
-    all near the end. Every finished unit goes to the checkpoint; a shard is written when one is due
-    (by units or by time), on the checkpoint's writer thread, and a failed write fails the stage."""
+    total: int | None = None,
+) -> list[str]:
+    """Run ``work`` (unit id, item -> unit id, (outputs, failures)) over the units not yet
+    checkpointed, at most ``limit`` at a time: the next unit starts as one finishes, so units finish
+    (and reach the checkpoint) at a steady rate instead of all near the end. Every finished unit
+    goes to the checkpoint; a shard is written when one is due (by units or by time), on the
+    checkpoint's writer thread, and a failed write fails the stage. ``units`` is read lazily,
+    ``limit`` at a time in a worker thread (it may read storage); ``total`` (their number) sizes
+    the progress bar. Returns the ids of all units, in order."""
     done = checkpoint.done_units()
-    pending = [(unit_id, item) for unit_id, item in units if unit_id not in done]
-    todo = iter(pending)
-    running: set[asyncio.Future] = set()
+    order: list[str] = []
 
-    def start_more() -> None:
-        for unit_id, item in itertools.islice(todo, limit - len(running)):
-            running.add(asyncio.ensure_future(work(unit_id, item)))
+    def not_done() -> Iterator[tuple[str, Any]]:
+        for unit_id, item in units:
+            order.append(unit_id)
+            if unit_id not in done:
+                yield unit_id, item
+
+    todo = not_done()
+    ready: deque[tuple[str, Any]] = deque()
+    running: set[asyncio.Future] = set()
+    exhausted = False
+
+    async def start_more() -> None:
+        nonlocal exhausted
+        while len(running) < limit and not (exhausted and not ready):
+            if not ready:
+                ready.extend(await asyncio.to_thread(lambda: list(itertools.islice(todo, limit))))
+                exhausted = len(ready) < limit
+                continue
+            running.add(asyncio.ensure_future(work(*ready.popleft())))
 
     with _progress() as progress:
-        task = progress.add_task(stage, total=len(units), completed=len(units) - len(pending))
+        task = progress.add_task(stage, total=total, completed=len(done))
         try:
-            start_more()
+            await start_more()
             while running:
                 finished, _ = await asyncio.wait(running, timeout=checkpoint.seconds_until_due(), return_when=asyncio.FIRST_COMPLETED)
                 for future in finished:
@@ -96,7 +115,7 @@ async def process_units(
                     checkpoint.flush()
                 if checkpoint.writer is not None:
                     checkpoint.writer.check()
-                start_more()
+                await start_more()
         finally:
             for future in running:
                 future.cancel()
@@ -106,6 +125,7 @@ async def process_units(
             finally:
                 if checkpoint.writer is not None:
                     await asyncio.to_thread(checkpoint.writer.close)
+    return order
 
 
 def refusal(stage: str, unit_id: str, item: Any, error: RequestRefused) -> Failure:
@@ -127,7 +147,7 @@ def run_units(
     *,
     stage: str,
     role: str,
-    units: Sequence[tuple[str, Any]],
+    units: Iterable[tuple[str, Any]],
     output_uri: str,
     output_model: type[Record],
     work: Work,
@@ -141,6 +161,8 @@ def run_units(
 ) -> StageResult:
     """Process ``units`` with ``work`` against the ``role`` endpoint, resumably; finalize the dataset.
 
+    ``units`` (unit id, item) may be read lazily (a stream of an input dataset): it is iterated once
+    and its ``len``, when it has one, sizes the progress bar and the ``units`` metric.
     ``sections`` (dotted config paths), ``inputs`` (URI -> sha256) and ``extra`` settings make the
     stage's fingerprint, together with the ``role`` endpoint's model. ``resume`` is called with the
     records already checkpointed by an interrupted earlier run.
@@ -161,7 +183,7 @@ def run_units(
         resume(checkpoint.collected(output_model, Failure)[0])
     endpoint = getattr(config.serving, role)
 
-    async def main() -> None:
+    async def main() -> list[str]:
         async with GenerationClient(endpoint, tokenizer=tokenizer_for(config, endpoint), role=role) as client:
 
             async def one(unit_id: str, item: Any) -> tuple[str, tuple[list[Record], list[Failure]]]:
@@ -171,22 +193,47 @@ def run_units(
                     return unit_id, ([], [refusal(stage, unit_id, item, error)])
 
             await client.check_health()
-            log.info("%d units -> %s via %s (%s)", len(units), output_uri, endpoint.base_url, endpoint.model)
-            await process_units(units, one, checkpoint, stage, endpoint.unit_limit())
+            log.info("%s units -> %s via %s (%s)", total if total is not None else "all", output_uri, endpoint.base_url, endpoint.model)
+            return await process_units(units, one, checkpoint, stage, endpoint.unit_limit(), total)
 
-    asyncio.run(main())
+    total = len(units) if isinstance(units, Sized) else None
+    order = asyncio.run(main())
 
-    def stage_metrics(outputs: list, failures: list[Failure]) -> dict:
+    def stage_metrics(outputs: Iterable, failures: list[Failure]) -> dict:
         return {
-            "units": len(units),
+            "units": len(order),
             **metrics(outputs, failures),
             **response_metrics(outputs, failures),
             "failure_reasons": dict(Counter(failure.reason for failure in failures)),
         }
 
-    manifest = checkpoint.finalize([unit_id for unit_id, _ in units], output_model, Failure, stage_metrics)
+    manifest = checkpoint.finalize(order, output_model, Failure, stage_metrics)
     log.info("wrote %d records, %d failures: %s", manifest.count, manifest.failures, manifest.metrics)
     return StageResult(output_uri, manifest, metrics=manifest.metrics)
+
+
+class InputUnits:
+    """One unit per record of an input dataset (or JSONL file), read a part at a time; with
+    ``keep`` (records -> the ids to work on, from one pass) only the records it keeps, worked out on
+    first use."""
+
+    def __init__(self, records: RecordStream, keep: Callable[[Iterable[Record]], set[str]] | None = None):
+        self.records = records
+        self._keep = keep
+        self._kept: set[str] | None = None
+
+    def kept(self) -> set[str] | None:
+        if self._keep is not None and self._kept is None:
+            self._kept = self._keep(self.records)
+        return self._kept
+
+    def __iter__(self) -> Iterator[tuple[str, Record]]:
+        kept = self.kept()
+        return ((record.id, record) for record in self.records if kept is None or record.id in kept)
+
+    def __len__(self) -> int:
+        kept = self.kept()
+        return len(self.records) if kept is None else len(kept)
 
 
 def run_stage(
@@ -202,27 +249,28 @@ def run_stage(
     metrics: Metrics,
     sections: Sequence[str],
     iteration: int | None = None,
-    keep: Callable[[list[Record]], list[Record]] | None = None,
+    keep: Callable[[Iterable[Record]], set[str]] | None = None,
 ) -> StageResult:
-    """``run_units`` over the records of dataset (or JSONL file) ``input_uri``, one unit per record;
-    the input's checksum is part of the fingerprint. ``keep`` chooses the records worked on (the
-    metrics then count the input records and those not kept)."""
+    """``run_units`` over the records of dataset (or JSONL file) ``input_uri``, one unit per record,
+    read a part at a time; the input's checksum is part of the fingerprint. ``keep`` (records -> the
+    ids of those worked on) chooses the records worked on (the metrics then count the input
+    records and those not kept)."""
     storage = get_storage(config.storage)
-    records = load_records(storage, input_uri, input_model)
-    if not records:
+    records = RecordStream(storage, input_uri, input_model)
+    if not len(records):
         raise DataError(f"{input_uri} holds no records for stage {stage}")
-    kept = records if keep is None else keep(records)
+    units = InputUnits(records, keep)
     if keep is not None:
         stage_metrics = metrics
 
-        def metrics(outputs: list, failures: list[Failure]) -> dict:
-            return {"input_records": len(records), "input_not_kept": len(records) - len(kept), **stage_metrics(outputs, failures)}
+        def metrics(outputs: Iterable, failures: list[Failure]) -> dict:
+            return {"input_records": len(records), "input_not_kept": len(records) - len(units), **stage_metrics(outputs, failures)}
 
     return run_units(
         config,
         stage=stage,
         role=role,
-        units=[(record.id, record) for record in kept],
+        units=units,
         output_uri=output_uri,
         output_model=output_model,
         work=work,
@@ -232,6 +280,7 @@ def run_stage(
         storage=storage,
         iteration=iteration,
     )
+
 
 _TOKENIZERS: dict[str, Any] = {}
 
