@@ -32,7 +32,6 @@ import shutil
 import threading
 import time
 import uuid
-from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -530,7 +529,6 @@ class BackgroundWriter:
 
     def __init__(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="storage-writer")
-        self._pending: deque[Future] = deque()
         self._failure: BaseException | None = None
 
     def _run(self, write: Callable[[], object]) -> None:
@@ -544,21 +542,12 @@ class BackgroundWriter:
     def submit(self, write: Callable[[], object]) -> Future:
         """Queue ``write`` (a callable doing storage writes) after those queued before it."""
         self.check()
-        future = self._executor.submit(self._run, write)
-        self._pending.append(future)
-        return future
+        return self._executor.submit(self._run, write)
 
     def check(self) -> None:
-        """Raise the error of a failed write, if one failed; forget the writes that are done."""
-        while self._pending and self._pending[0].done():
-            self._pending.popleft()
+        """Raise the error of a failed write, if one failed."""
         if self._failure is not None:
             raise self._failure
-
-    def backlog(self) -> list[Future]:
-        """The writes queued or running, oldest first."""
-        self.check()
-        return list(self._pending)
 
     def close(self) -> None:
         """Wait for every queued write, stop the thread, and raise the error of a failed write."""

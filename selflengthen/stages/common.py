@@ -182,6 +182,7 @@ def run_units(
     if resume is not None:
         resume(checkpoint.collected(output_model, Failure)[0])
     endpoint = getattr(config.serving, role)
+    total = len(units) if isinstance(units, Sized) else None
 
     async def main() -> list[str]:
         async with GenerationClient(endpoint, tokenizer=tokenizer_for(config, endpoint), role=role) as client:
@@ -196,7 +197,6 @@ def run_units(
             log.info("%s units -> %s via %s (%s)", total if total is not None else "all", output_uri, endpoint.base_url, endpoint.model)
             return await process_units(units, one, checkpoint, stage, endpoint.unit_limit(), total)
 
-    total = len(units) if isinstance(units, Sized) else None
     order = asyncio.run(main())
 
     def stage_metrics(outputs: Iterable, failures: list[Failure]) -> dict:
