@@ -12,8 +12,9 @@ through the manifest and verify every checksum. The manifest's fingerprint
 :func:`existing_dataset` applies the rerun rule to a dataset found at an output.
 
 :class:`UnitCheckpoint` makes a long stage resumable: finished units are appended in shards under
-``prefix/_checkpoint/`` (each shard written atomically, by units and by time, beside an index of its
-unit ids), a restarted stage skips :meth:`UnitCheckpoint.done_units` (read from the indexes), and :meth:`UnitCheckpoint.finalize` turns the shards into the
+``prefix/_checkpoint/`` (each shard written atomically, by units and by time, beside an index of
+its unit ids), a restarted stage skips :meth:`UnitCheckpoint.done_units` (read from the indexes),
+and :meth:`UnitCheckpoint.finalize` turns the shards into the
 dataset above, each unit exactly once, in the stage's input order. The checkpoint records its
 fingerprint (``_checkpoint/fingerprint.json``) before its first shard and is never continued
 under another one.
@@ -486,9 +487,9 @@ class UnitCheckpoint:
         """Write the stage's dataset (outputs in ``unit_order``, failures) and drop the checkpoint.
 
         ``metrics`` is the manifest's metrics, or a function computing them from the outputs (read
-        again from the spill at each iteration; ``len`` works) and the failures (a list). Units of ``unit_order`` never
-        added produced nothing; a checkpointed unit missing from ``unit_order`` means the
-        checkpoint belongs to other inputs, which is an error.
+        again from the spill at each iteration; ``len`` works) and the failures (a list). Units of
+        ``unit_order`` never added produced nothing; a checkpointed unit missing from
+        ``unit_order`` means the checkpoint belongs to other inputs, which is an error.
 
         Memory stays bounded: the shards are read one at a time into a local spill (SQLite in a
         temporary folder) keyed by each unit's place in ``unit_order``, which gives them back in
@@ -501,7 +502,7 @@ class UnitCheckpoint:
             spill = _UnitSpill(os.path.join(folder, "units.sqlite"), unit_order)
             try:
                 for _, uri in self._shards():
-                    spill.add(read_jsonl_lines(self.storage, uri))
+                    spill.add(self.storage.read_text(uri), uri)
                 if spill.unknown:
                     unknown = sorted(spill.unknown)
                     raise DataError(
@@ -526,24 +527,20 @@ class UnitCheckpoint:
         return manifest
 
 
-def read_jsonl_lines(storage: Storage, uri: str) -> list[str]:
-    """The non-blank lines of a JSONL file."""
-    return [line for line in storage.read_text(uri).split("\n") if line.strip()]
-
-
 _UNIT_PREFIX = '{"unit":'
-
-
-def _unit_of(line: str) -> str:
-    """The unit id of a checkpoint line, read without parsing its records (lines start with it)."""
-    if line.startswith(_UNIT_PREFIX):
-        unit, _ = _DECODER.raw_decode(line, len(_UNIT_PREFIX))
-        if isinstance(unit, str):
-            return unit
-    return _UnitEntry.model_validate_json(line).unit
-
-
 _DECODER = json.JSONDecoder()
+
+
+def _unit_of(line: str, where: str) -> str:
+    """The unit id of a checkpoint line, read without parsing its records (lines start with it)."""
+    try:
+        if line.startswith(_UNIT_PREFIX):
+            unit, _ = _DECODER.raw_decode(line, len(_UNIT_PREFIX))
+            if isinstance(unit, str):
+                return unit
+        return _UnitEntry.model_validate_json(line).unit
+    except (ValueError, ValidationError):  # JSONDecodeError is a ValueError
+        raise DataError(f"{where}: not a checkpoint entry (a unit id, its outputs and failures)") from None
 
 
 class _UnitSpill:
@@ -560,10 +557,13 @@ class _UnitSpill:
         self.db.execute("PRAGMA synchronous=OFF")
         self.db.execute("CREATE TABLE units (position INTEGER PRIMARY KEY, line TEXT NOT NULL)")
 
-    def add(self, lines: Iterable[str]) -> None:
+    def add(self, text: str, source: str) -> None:
+        """The lines of one checkpoint shard (``text``, read from ``source``)."""
         rows = []
-        for line in lines:
-            unit = _unit_of(line)
+        for number, line in enumerate(text.split("\n"), start=1):
+            if not line.strip():
+                continue
+            unit = _unit_of(line, f"{source} line {number}")
             if unit in self.position:
                 rows.append((self.position[unit], line))
             else:
@@ -589,11 +589,11 @@ class _SpilledRecords:
         count = 0
         for line in self.spill.lines():
             try:
-                rows = json.loads(line)[self.field]
-                for row in rows:
-                    yield self.model.model_validate(row)
-            except ValidationError as error:
-                raise DataError(f"checkpoint {self.source}: {_describe(error)}") from None
+                rows = [self.model.model_validate(row) for row in json.loads(line)[self.field]]
+            except (ValueError, KeyError, ValidationError) as error:
+                reason = _describe(error) if isinstance(error, ValidationError) else f"unreadable entry ({error})"
+                raise DataError(f"checkpoint {self.source}: {reason}") from None
+            yield from rows
             count += len(rows)
         self._count = count
 

@@ -316,3 +316,15 @@ def test_record_stream_reads_a_dataset_part_by_part_again_at_each_pass(tmp_path:
     assert next(records).id == "q0" and reads == ["manifest.json", "part-00000.jsonl"]  # one part read, not all
     assert [query.id for query in records] == [f"q{i}" for i in range(1, 7)]
     assert len(stream) == 7 and [query.id for query in stream] == [f"q{i}" for i in range(7)]
+
+
+def test_finalize_names_the_shard_and_line_of_an_unreadable_entry(tmp_path: Path) -> None:
+    storage, prefix = Storage(), str(tmp_path / "gen")
+    checkpoint = _checkpoint(storage, prefix, shard_size=2)
+    for unit in ("a", "b"):
+        checkpoint.add(unit, [_response(unit)], [])
+    shard = tmp_path / "gen" / "_checkpoint" / "shard-00000.jsonl"
+    shard.write_text(shard.read_text() + "[1, 2]\n")
+    with pytest.raises(DataError, match=r"shard-00000\.jsonl line 3: not a checkpoint entry"):
+        _checkpoint(storage, prefix).finalize(["a", "b"], Response, Failure, {})
+    assert not dataset_exists(storage, prefix)
