@@ -72,7 +72,8 @@ class EndpointConfig(Section):
     units_in_flight: int | None = Field(
         None, ge=1,
         description="most units (a query, a response to extend, ...) a stage works on at once against this server, another "
-        "started as one finishes, so finished units reach the checkpoint at a steady rate; null: 2 x max_concurrency",
+        "started as one finishes (their requests served oldest unit first), so finished units reach the checkpoint at a "
+        "steady rate; null: 2 x max_concurrency",
     )
     request_timeout_s: float = Field(600.0, gt=0, description="timeout of one HTTP request, in seconds (a timeout is retried)")
     max_retries: int = Field(

@@ -15,17 +15,19 @@ reason, so the stage goes on and a rerun does not send it again. A server that c
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import heapq
 import itertools
 from collections import Counter
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence, Sized
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from selflengthen.client import GenerationClient
+from selflengthen.client import Completion, GenerationClient
 from selflengthen.config import RunConfig
 from selflengthen.datasets import Manifest, RecordStream, UnitCheckpoint, input_checksum
 from selflengthen.errors import DataError, RequestRefused
@@ -60,6 +62,61 @@ def _progress() -> Progress:
         transient=False,
         console=Console(stderr=True),
     )
+
+
+class PriorityGate:
+    """At most ``capacity`` requests at once, a waiting request of an older unit (lower rank) first.
+
+    In front of the client's own first-come-first-served limit of the same size: the requests of
+    the units in flight would otherwise take turns, so every unit would finish near the end of its
+    batch; served oldest unit first, units finish in the order they started, at a steady rate."""
+
+    def __init__(self, capacity: int):
+        self.free = capacity
+        self.waiting: list[tuple[int, int, asyncio.Future]] = []
+        self._arrivals = itertools.count()
+
+    @contextlib.asynccontextmanager
+    async def slot(self, rank: int) -> AsyncIterator[None]:
+        if self.free and not self.waiting:
+            self.free -= 1
+        else:
+            turn = asyncio.get_running_loop().create_future()
+            heapq.heappush(self.waiting, (rank, next(self._arrivals), turn))
+            try:
+                await turn
+            except asyncio.CancelledError:
+                if turn.done() and not turn.cancelled():
+                    self._release()  # the turn came with the cancellation: pass it on
+                raise
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        while self.waiting:
+            _, _, turn = heapq.heappop(self.waiting)
+            if not turn.done():
+                turn.set_result(None)
+                return
+        self.free += 1
+
+
+class UnitClient:
+    """The stage's client as one unit uses it: each request waits for its turn at the stage's
+    :class:`PriorityGate`, ranked by when the unit started."""
+
+    def __init__(self, client: GenerationClient, gate: PriorityGate, rank: int):
+        self.client, self.gate, self.rank = client, gate, rank
+
+    async def chat(self, *args: Any, **kwargs: Any) -> list[Completion]:
+        async with self.gate.slot(self.rank):
+            return await self.client.chat(*args, **kwargs)
+
+    async def continue_chat(self, *args: Any, **kwargs: Any) -> list[Completion]:
+        async with self.gate.slot(self.rank):
+            return await self.client.continue_chat(*args, **kwargs)
 
 
 async def process_units(
@@ -187,9 +244,11 @@ def run_units(
     async def main() -> list[str]:
         async with GenerationClient(endpoint, tokenizer=tokenizer_for(config, endpoint), role=role) as client:
 
+            gate, ranks = PriorityGate(endpoint.max_concurrency), itertools.count()
+
             async def one(unit_id: str, item: Any) -> tuple[str, tuple[list[Record], list[Failure]]]:
                 try:
-                    return unit_id, await work(client, config, item)
+                    return unit_id, await work(UnitClient(client, gate, next(ranks)), config, item)
                 except RequestRefused as error:
                     return unit_id, ([], [refusal(stage, unit_id, item, error)])
 
