@@ -8,7 +8,8 @@ queries (a queries dataset, 64 per part) with one sample each, the HTTP call rep
 answer (a ~3.5 KB English essay that passes every check, chosen by the query); everything else is
 production: the stage, its checks, checkpoint shards and their writer, finalize, manifest and
 metrics. ``select`` then selects from those N responses. Figures: peak RSS (MB) of the stage's
-process and its wall time per record (µs), with the growth from the smallest to the largest size.
+process and its CPU time per record (µs; the wall time too), with the growth from the smallest to
+the largest size.
 
 Steadiness: ``extend`` (production settings: 2 chains, 3 rounds, so 6 sequential requests per
 chain; every initial response extended) of ``--extend-units`` responses against a fake
@@ -59,6 +60,13 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def cpu_s() -> float:
+    """CPU seconds of this process, all its threads (user + system): unlike wall time, hardly
+    changed by other work on a shared machine."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 # --------------------------------------------------------------------------- children
 
 
@@ -91,15 +99,18 @@ def child_scale(stage: str, work: Path, records: int) -> dict:
         }
     )  # fmt: skip
     baseline = rss_mb()
+    cpu_started = cpu_s()
     started = time.perf_counter()
     if stage == "generate":
         manifest = run_generate(config, queries=str(work / "queries"), output=str(work / "initial")).manifest
     else:
         manifest = run_select(config, input=str(work / "initial"), output=str(work / "selected"))
     seconds = time.perf_counter() - started
+    cpu = cpu_s() - cpu_started
     return {
-        "stage": stage, "records": records, "output_records": manifest.count, "seconds": round(seconds, 2),
-        "us_per_record": round(seconds / records * 1e6, 1), "peak_rss_mb": round(rss_mb(), 1), "rss_before_stage_mb": round(baseline, 1),
+        "stage": stage, "records": records, "output_records": manifest.count, "seconds": round(seconds, 2), "cpu_s": round(cpu, 2),
+        "us_per_record": round(cpu / records * 1e6, 1), "wall_us_per_record": round(seconds / records * 1e6, 1),
+        "peak_rss_mb": round(rss_mb(), 1), "rss_before_stage_mb": round(baseline, 1),
     }  # fmt: skip
 
 

@@ -10,6 +10,11 @@ A request refused for what it holds (:class:`~selflengthen.errors.RequestRefused
 than the model's context, a 4xx) fails its unit only: the unit is finished with a Failure of that
 reason, so the stage goes on and a rerun does not send it again. A server that cannot be reached
 (retries exhausted) fails the stage. The metrics count every failure reason (``failure_reasons``).
+
+Scheduling (:func:`process_units`): a bounded number of units is in flight, the next starting as
+one finishes, and their requests are served oldest unit first (:class:`PriorityGate`), so units
+finish in the order they started and reach the checkpoint at a steady rate, by units and by time;
+shards are written on a writer thread. The input is read a part at a time (:class:`InputUnits`).
 """
 
 from __future__ import annotations
@@ -38,7 +43,8 @@ from selflengthen.stats import length_stats
 from selflengthen.storage import BackgroundWriter, Storage, get_storage
 
 T = TypeVar("T")
-Work = Callable[[GenerationClient, RunConfig, Any], Awaitable[tuple[list[Record], list[Failure]]]]
+# A unit's worker: it gets the stage's client as its UnitClient (chat, continue_chat), the config and its item.
+Work = Callable[["UnitClient", RunConfig, Any], Awaitable[tuple[list[Record], list[Failure]]]]
 Metrics = Callable[[Iterable, list[Failure]], dict]
 
 
