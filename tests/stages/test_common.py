@@ -20,7 +20,7 @@ from selflengthen.records import Failure, Response
 from selflengthen.stages.common import PriorityGate, process_units
 from selflengthen.stages.extend import run_extend
 from selflengthen.stages.generate import run_generate
-from selflengthen.storage import BackgroundWriter, Storage, get_storage, join_uri
+from selflengthen.storage import Storage, get_storage, join_uri
 from tests.orchestration.helpers import run_config
 from tests.stages.helpers import essay, response
 from tests.stages.test_extend import DRAFT, Extender
