@@ -1,10 +1,13 @@
 """One macro-iteration as a sub-pipeline.
 
-serve Generator and Extender -> held-out answers (and an evaluation) of the Generator as it is ->
-self-instruct -> generate -> extend -> teardown of both servers -> select -> SFT data -> train
-Generator and Extender. Its outputs, the two training outputs, are the next iteration's roles;
-``run_data`` (the datasets of the iterations so far, see RunData) goes on to the next iteration
-and the final phase, so every step reading earlier iterations' data has it as an input.
+Model servers as ``serving.layout`` says (pipelines/servers.py) -> held-out answers (and an
+evaluation) of the Generator as it is -> self-instruct (by the base model or the Generator,
+``self_instruct.model``) -> generate -> extend -> teardown of every server -> select -> SFT data ->
+train Generator and Extender. With the sequential layout the servers come one at a time in the
+order the steps need them: the base model's (self-instruct), the Generator's, the Extender's. Its
+outputs, the two training outputs, are the next iteration's roles; ``run_data`` (the datasets of
+the iterations so far, see RunData) goes on to the next iteration and the final phase, so every
+step reading earlier iterations' data has it as an input.
 """
 
 from typing import NamedTuple
@@ -13,6 +16,7 @@ from kfp import dsl
 from kfp.dsl.graph_component import GraphComponent
 
 import components
+from pipelines.servers import PhaseServers
 from pipelines.tasks import Tasks
 from selflengthen.config import RunConfig
 
@@ -23,26 +27,25 @@ def build_iteration(config: RunConfig) -> GraphComponent:
     """The iteration sub-pipeline for ``config`` (the same graph for every iteration)."""
 
     @dsl.pipeline(name="iteration", description="One Self-Lengthen macro-iteration: generate, extend, select, train both roles.")
-    def iteration(config_json: str, run_id: str, phase: str, generator: str, extender: str, run_data: str) -> NamedTuple(
+    def iteration(config_json: str, run_id: str, phase: str, base: str, generator: str, extender: str, run_data: str) -> NamedTuple(
         "Outputs", generator=str, extender=str, run_data=str
     ):
         tasks = Tasks(config, config_json, run_id)
         models = {"generator": generator, "extender": extender}
-        endpoint = {role: tasks.serve(phase, role, models[role]).outputs["record"] for role in ROLES}
-        users = {role: [] for role in ROLES}
-        users["generator"].append(tasks.generation(components.heldout, phase=phase, endpoint=endpoint["generator"]))
+        servers = PhaseServers(tasks, phase, {"base": base, **models})
+        proposer = config.self_instruct.model
+        if proposer == "base":  # sequential: the base model's server first, then the Generator's
+            queries = servers.generation("base", components.self_instruct, phase=phase)
+        servers.generation("generator", components.heldout, phase=phase)
         if config.eval.enabled and config.eval.per_iteration:
-            users["generator"].append(tasks.generation(components.evaluate, phase=phase, endpoint=endpoint["generator"]))
-        queries = tasks.generation(components.self_instruct, phase=phase, endpoint=endpoint["generator"])
-        initial = tasks.generation(
-            components.generate, phase=phase, kind="initial", queries=queries.outputs["Output"], endpoint=endpoint["generator"]
-        )
-        extended = tasks.generation(components.extend, phase=phase, responses=initial.outputs["Output"], endpoint=endpoint["extender"])
-        users["generator"] += [queries, initial]
-        users["extender"].append(extended)
-        stopped = [tasks.teardown(phase, role, users[role]) for role in ROLES]
+            servers.generation("generator", components.evaluate, phase=phase)
+        if proposer == "generator":
+            queries = servers.generation("generator", components.self_instruct, phase=phase)
+        initial = servers.generation("generator", components.generate, phase=phase, kind="initial", queries=queries.outputs["Output"])
+        extended = servers.generation("extender", components.extend, phase=phase, responses=initial.outputs["Output"])
+        servers.stop_all()
 
-        selected = tasks.step(components.select, phase=phase, responses=extended.outputs["Output"]).after(*stopped)
+        selected = tasks.step(components.select, phase=phase, responses=extended.outputs["Output"]).after(*servers.stopped)
         data = tasks.step(
             components.sft_data,
             phase=phase,

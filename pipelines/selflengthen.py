@@ -52,15 +52,22 @@ def build_pipeline(config: RunConfig) -> GraphComponent:
             identify = components.identify_run(config_json=config_json, explicit_run_id=run_id, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
             run = configure(identify, config, cache=False).output
             tasks = Tasks(config, config_json, run)
-            generator = extender = tasks.step(components.prepare, cache=False, iterations=config.iterations).output
+            base = generator = extender = tasks.step(components.prepare, cache=False, iterations=config.iterations).output
             run_data = ""  # no dataset before the first iteration
             for index in range(1, config.iterations + 1):
                 step = iteration(
-                    config_json=config_json, run_id=run, phase=iteration_phase(index), generator=generator, extender=extender, run_data=run_data
+                    config_json=config_json,
+                    run_id=run,
+                    phase=iteration_phase(index),
+                    base=base,
+                    generator=generator,
+                    extender=extender,
+                    run_data=run_data,
                 )
                 step.set_display_name(f"iteration {index}")
                 generator, extender, run_data = step.outputs["generator"], step.outputs["extender"], step.outputs["run_data"]
-            tail = final(config_json=config_json, run_id=run, generator=generator, run_data=run_data).set_display_name("final")
+            tail = final(config_json=config_json, run_id=run, base=base, generator=generator, run_data=run_data)
+            tail.set_display_name("final")
             report = tasks.step(components.report, cache=False).after(tail)
             if config.export.enabled:
                 exported = tasks.step(components.export, cache=False).after(report)

@@ -108,14 +108,15 @@ class Tasks:
         """A step that sends requests to a served model."""
         return self.step(component, calls_model=True, **arguments)
 
-    def serve(self, phase: str, role: str, model: Any) -> PipelineTask:
-        task = knows_its_pod(self.step(components.serve, cache=False, phase=phase, role=role, model=model))
-        return task.set_display_name(f"serve {role}")
+    def serve(self, phase: str, server: str, models: dict[str, Any]) -> PipelineTask:
+        """Start the model server ``server`` for the roles' ``models`` (base, generator, extender; "" for none)."""
+        task = knows_its_pod(self.step(components.serve, cache=False, phase=phase, server=server, **models))
+        return task.set_display_name(f"serve {server}")
 
-    def teardown(self, phase: str, role: str, users: list[PipelineTask]) -> PipelineTask:
+    def teardown(self, phase: str, server: str, users: list[PipelineTask]) -> PipelineTask:
         """Stop the server once every step using it (``users``) is done."""
-        task = self.step(components.teardown, cache=False, phase=phase, role=role)
-        return task.set_display_name(f"teardown {role}").after(*users)
+        task = self.step(components.teardown, cache=False, phase=phase, server=server)
+        return task.set_display_name(f"teardown {server}").after(*users)
 
     def train(self, phase: str, role: str, data: Any, previous: Any) -> PipelineTask:
         task = self.step(components.train, resources=self.config.execution.train_step, phase=phase, role=role, data=data, previous=previous)

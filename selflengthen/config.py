@@ -68,7 +68,11 @@ class EndpointConfig(Section):
         description="what the served model was loaded from (set by the serve step); recorded in the fingerprint of the outputs it makes",
     )
     api_key_env: str = Field("SELFLENGTHEN_API_KEY", description="name of the env var holding the API key (never the key)")
-    max_concurrency: int = Field(32, ge=1, le=4096, description="most requests in flight at once from one client to this server")
+    max_concurrency: int = Field(
+        32, ge=1, le=4096,
+        description="most requests in flight at once from one client to one server replica (on Kubeflow the client "
+        "sends up to this times serving.cluster.replicas, at most 4096)",
+    )
     units_in_flight: int | None = Field(
         None, ge=1,
         description="most units (a query, a response to extend, ...) a stage works on at once against this server, another "
@@ -144,6 +148,10 @@ class ClusterServerConfig(Section):
         "vllm/vllm-openai:v0.32.0",
         description="vLLM container image of the model-server Deployment (the release the vLLM test tier runs; at least v0.8.0, docs/kubeflow.md)",
     )
+    replicas: int = Field(
+        1, ge=1, description="vLLM pods behind each model server's Service (a stage's requests spread over them; "
+        "each holds `gpus` GPUs); the clients' concurrency is scaled by it"
+    )
     gpus: int = Field(1, ge=0, description="GPUs (nvidia.com/gpu) requested by the vLLM container; 0: none")
     tensor_parallel_size: int = Field(1, ge=1, description="vLLM --tensor-parallel-size (at most gpus)")
     max_model_len: int = Field(32768, ge=256, description="vLLM --max-model-len: context length in tokens (prompt plus output)")
@@ -175,14 +183,40 @@ class ClusterServerConfig(Section):
         return self
 
 
-class ServingConfig(Section):
-    """One OpenAI-compatible endpoint per role, and how local and cluster servers are started."""
+ServingLayout = Literal["shared", "sequential", "per_role"]
 
-    generator: EndpointConfig = Field(default_factory=EndpointConfig)
-    extender: EndpointConfig = Field(default_factory=EndpointConfig)
+
+class ServingConfig(Section):
+    """One OpenAI-compatible endpoint per role, how the roles share model servers, and how local and
+    cluster servers are started."""
+
+    layout: ServingLayout = Field(
+        "shared",
+        description="model servers of a phase: shared (one server, the base model with both roles as LoRA adapters, "
+        "or the base under their names while a role is the base; stages address it by model name), sequential (one "
+        "role's server at a time: full fine-tuning on few GPUs), per_role (a server per role, up together); when not "
+        "set: shared for LoRA training (with the vllm backend on a local run), else sequential",
+    )
+    base_model_name: str = Field(
+        "base", min_length=1,
+        description="name the base model is served under for self_instruct.model base (its own server, or the shared one)",
+    )
+    # distinct names by default: one shared server tells the roles apart by them
+    generator: EndpointConfig = Field(default_factory=lambda: EndpointConfig(model="generator"))
+    extender: EndpointConfig = Field(default_factory=lambda: EndpointConfig(model="extender"))
     judge: EndpointConfig = Field(default_factory=EndpointConfig)
     local: LocalServerConfig = Field(default_factory=LocalServerConfig)
     cluster: ClusterServerConfig = Field(default_factory=ClusterServerConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _role_names(cls, data: Any) -> Any:
+        """A role's endpoint without a model name is named after the role (as when it is not set)."""
+        if isinstance(data, dict):
+            for role in ("generator", "extender"):
+                if isinstance(data.get(role), dict) and "model" not in data[role]:
+                    data = {**data, role: {**data[role], "model": role}}
+        return data
 
 
 # --------------------------------------------------------------------------- method stages
@@ -197,6 +231,11 @@ class SelfInstructConfig(Section):
     )
     examples_per_prompt: int = Field(
         2, ge=1, le=8, description="few-shot example instructions drawn per proposal prompt (reference: 2)"
+    )
+    model: Literal["base", "generator"] = Field(
+        "base",
+        description="model that proposes and judges the instructions: base (the base model in every iteration; reference) "
+        "or generator (the current Generator)",
     )
     use_accepted_pool: bool = Field(True, description="draw few-shot examples from seeds plus accepted instructions (reference: true)")
     pool_reset_every: int = Field(
@@ -644,6 +683,11 @@ class ExecutionConfig(Section):
         "config error) before the serve or train step gives up; 0: at once",
     )
     crash_restarts: int = Field(1, ge=1, description="restarts of a crash-looping server or trainer container before the step gives up")
+    model_cache_pvc: str | None = Field(
+        None, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=253,
+        description="kubeflow: a ReadWriteMany PVC in pipeline.namespace holding model folders fetched once per content (URI and "
+        "checksum), mounted read-only by every model server and trainer; null: each server copies the model into its own emptyDir",
+    )
 
 
 class PipelineConfig(Section):
@@ -660,7 +704,9 @@ class PipelineConfig(Section):
     )
     namespace: str = Field("selflengthen", description="Kubernetes namespace of the model servers and TrainJobs the steps create")
     service_account: str = Field(
-        "selflengthen-runner", description="the runner ServiceAccount the chart and manifests install; not read by the code"
+        "selflengthen-runner",
+        description="the account the run's pods use: `selflengthen submit` creates the run with it and `doctor` checks its "
+        "permissions (the chart and overlays install selflengthen-runner; multi-user Kubeflow: default-editor)",
     )
     storage_secret: str = Field("selflengthen-s3", description="Kubernetes Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY")
     api_key_secret: str | None = Field(None, description="Kubernetes Secret with SELFLENGTHEN_API_KEY")
@@ -736,12 +782,55 @@ class RunConfig(Section):
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_layout(cls, data: Any) -> Any:
+        """serving.layout, when not set: shared where the roles can be LoRA adapters of one served base
+        (LoRA training, served by vLLM: on Kubeflow, or locally with the vllm backend), else sequential."""
+        if not isinstance(data, dict):
+            return data
+        serving = _section(data, "serving")
+        if "layout" in serving:
+            return data
+        lora = _section(data, "training").get("method", "lora") == "lora"
+        vllm = _section(data, "execution").get("target", "local") == "kubeflow" or _section(serving, "local").get("backend") == "vllm"
+        return {**data, "serving": {**serving, "layout": "shared" if lora and vllm else "sequential"}}
+
+    @model_validator(mode="after")
+    def _servable_layout(self) -> "RunConfig":
+        """A shared server holds one base model with the roles as its LoRA adapters, each under its own name."""
+        serving = self.serving
+        if self.execution.target == "local" and serving.cluster.replicas > 1:
+            raise ValueError("serving.cluster.replicas: a local run starts one server process per model server; set 1")
+        if serving.layout != "shared":
+            return self
+        if self.training.method != "lora" or self.training.merge_each_iteration:
+            raise ValueError(
+                "serving.layout: shared serves both roles as LoRA adapters of one base model, but training.method full "
+                "(or training.merge_each_iteration) makes each role a model of its own after the first iteration; "
+                "use sequential or per_role"
+            )
+        if self.execution.target == "local" and serving.local.backend != "vllm":
+            raise ValueError(
+                "serving.layout: shared needs a server that loads LoRA adapters by name (vLLM); serving.local.backend "
+                "transformers serves one model folder: set serving.local.backend vllm, or serving.layout sequential"
+            )
+        names = {"serving.base_model_name": serving.base_model_name}
+        for field, name in (("serving.generator.model", serving.generator.model), ("serving.extender.model", serving.extender.model)):
+            taken = [other for other, value in names.items() if value == name]
+            if taken:
+                raise ValueError(f"{field}: {name!r} is also {taken[0]}; one shared server tells the roles apart by name")
+            names[field] = name
+        return self
+
     @model_validator(mode="after")
     def _one_execution_target(self) -> "RunConfig":
         """A kubeflow run reads and writes object storage only; a local run has no TrainJob."""
         if self.execution.target == "local":
             if self.execution.training == "trainjob":
                 raise ValueError("execution.training: trainjob needs execution.target kubeflow (a local run trains inline)")
+            if self.execution.model_cache_pvc:
+                raise ValueError("execution.model_cache_pvc: a PVC is mounted by cluster pods only; a local run caches in SELFLENGTHEN_CACHE")
             return self
         if not self.storage.s3_endpoint:
             raise ValueError("storage.s3_endpoint: execution.target kubeflow keeps every artefact on S3; set the endpoint")
@@ -793,6 +882,12 @@ class RunConfig(Section):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def _section(data: dict[str, Any], name: str) -> dict[str, Any]:
+    """The mapping at ``data[name]`` of raw config input (empty when absent or not a mapping)."""
+    value = data.get(name)
+    return value if isinstance(value, dict) else {}
 
 
 def _format_errors(error: ValidationError, source: str) -> str:

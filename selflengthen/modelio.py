@@ -6,14 +6,19 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import shutil
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
 from selflengthen.config import StorageConfig
 from selflengthen.errors import DataError
 from selflengthen.storage import get_storage, is_s3_uri
+
+log = logging.getLogger(__name__)
 
 HUB_SCHEME = "hf://"
 
@@ -50,13 +55,50 @@ def hub_snapshot(uri: str) -> tuple[Path, str]:
     return folder, folder.name  # snapshots/<commit>
 
 
+# Where the model folders fetched from S3 live when set: on a cluster with
+# ``execution.model_cache_pvc``, the PVC every model server and trainer mounts.
+MODEL_CACHE_ENV = "SELFLENGTHEN_MODEL_CACHE"
+COMPLETE = ".complete"
+
+
 def model_cache_dir() -> Path:
-    """Where fetched model folders live (SELFLENGTHEN_CACHE, else a per-user temp folder)."""
+    """This process's cache (SELFLENGTHEN_CACHE, else a per-user temp folder): fetched model
+    folders unless SELFLENGTHEN_MODEL_CACHE names another place, training outputs."""
     return Path(os.environ.get("SELFLENGTHEN_CACHE", Path(tempfile.gettempdir()) / "selflengthen-cache"))
 
 
+def model_folders_dir() -> Path:
+    """Where :func:`localize` keeps model folders: SELFLENGTHEN_MODEL_CACHE, else the process cache."""
+    shared = os.environ.get(MODEL_CACHE_ENV)
+    return Path(shared) if shared else model_cache_dir()
+
+
+def cache_key(uri: str, fingerprint: str) -> str:
+    """The cache entry of a folder: its URI and its content (:meth:`Storage.fingerprint`)."""
+    return hashlib.sha256(f"{uri}\n{fingerprint}".encode()).hexdigest()[:24]
+
+
+def _fill(uri: str, storage_config: StorageConfig, target: Path) -> Path:
+    """Download ``uri`` next to ``target`` and move it there whole (another process filling the
+    same entry meanwhile wins; its copy is the same content)."""
+    partial = target.with_name(f"{target.name}.partial-{uuid.uuid4().hex[:8]}")
+    try:
+        get_storage(storage_config).download_dir(uri, str(partial))
+        (partial / COMPLETE).touch()
+        try:
+            partial.rename(target)
+        except OSError:
+            if not (target / COMPLETE).exists():
+                raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return target
+
+
 def localize(uri: str, storage_config: StorageConfig) -> Path:
-    """A local folder holding the model at ``uri`` (downloaded once per process cache for s3://)."""
+    """A local folder holding the model at ``uri``: s3:// folders are fetched once per content
+    into the model cache, keyed by URI and content; a read-only cache (a trainer's mount) without
+    the entry gives a private download instead."""
     if uri.startswith(HUB_SCHEME):
         return hub_snapshot(uri)[0]
     if not is_s3_uri(uri):
@@ -64,12 +106,17 @@ def localize(uri: str, storage_config: StorageConfig) -> Path:
         if not path.is_dir():
             raise DataError(f"model folder not found: {uri}")
         return path
-    target = model_cache_dir() / hashlib.sha256(uri.encode()).hexdigest()[:16]
-    marker = target / ".complete"
-    if not marker.exists():
-        get_storage(storage_config).download_dir(uri, str(target))
-        marker.touch()
-    return target
+    cache = model_folders_dir()
+    target = cache / cache_key(uri, get_storage(storage_config).fingerprint(uri))
+    if (target / COMPLETE).exists():
+        return target
+    try:  # the same call that fails on a read-only mount (EROFS) whoever the user is
+        cache.mkdir(parents=True, exist_ok=True)
+        os.rmdir(tempfile.mkdtemp(dir=cache, prefix=".probe-"))
+    except OSError as error:
+        log.info("model cache %s cannot be written (%s) and has no copy of %s: downloading it for this process", cache, error, uri)
+        target = Path(tempfile.mkdtemp(prefix="selflengthen-model-")) / target.name
+    return _fill(uri, storage_config, target)
 
 
 def load_tokenizer(uri: str, storage_config: StorageConfig, *, trust_remote_code: bool = False) -> Any:

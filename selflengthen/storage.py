@@ -25,7 +25,9 @@ hands them over never waits for a slow or retrying S3.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import logging
 import os
 import shutil
@@ -117,6 +119,7 @@ class _Backend(Protocol):
     def write_bytes(self, uri: str, data: bytes) -> None: ...
     def exists(self, uri: str) -> bool: ...
     def list(self, prefix_uri: str) -> list[str]: ...
+    def entries(self, prefix_uri: str) -> list[tuple[str, int, str]]: ...
     def delete(self, uri: str) -> None: ...
     def delete_prefix(self, prefix_uri: str) -> None: ...
     def put_file(self, local_path: Path, uri: str) -> None: ...
@@ -202,6 +205,14 @@ class _LocalBackend:
                 if not name.startswith(_TMP_PREFIX):
                     found.append(join_uri(prefix_uri, (Path(folder) / name).relative_to(root).as_posix()))
         return sorted(found)
+
+    def entries(self, prefix_uri: str) -> list[tuple[str, int, str]]:
+        root = _local_path(prefix_uri)
+        found = []
+        for uri in self.list(prefix_uri):
+            stat = _local_path(uri).stat()
+            found.append((_local_path(uri).relative_to(root).as_posix(), stat.st_size, str(stat.st_mtime_ns)))
+        return found
 
     def delete(self, uri: str) -> None:
         try:
@@ -379,6 +390,16 @@ class _S3Backend:
 
         return sorted(f"s3://{bucket}/{name}" for name in self._call("list", prefix_uri, names))
 
+    def entries(self, prefix_uri: str) -> list[tuple[str, int, str]]:
+        bucket, key = _split_s3(prefix_uri)
+        prefix = _folder_key(key)
+
+        def listing() -> list[tuple[str, int, str]]:
+            objects = self.client.list_objects(bucket, prefix=prefix, recursive=True)
+            return [(obj.object_name[len(prefix):], obj.size or 0, (obj.etag or "").strip('"')) for obj in objects if not obj.is_dir]
+
+        return sorted(self._call("list", prefix_uri, listing))
+
     def delete(self, uri: str) -> None:
         bucket, key = _split_s3(uri)
         self._call("delete", uri, lambda: self.client.remove_object(bucket, key))
@@ -457,6 +478,15 @@ class Storage:
     def list(self, prefix_uri: str) -> list[str]:
         """Full URIs of every object below the folder ``prefix_uri``, recursively, sorted."""
         return self._backend(prefix_uri).list(prefix_uri)
+
+    def fingerprint(self, prefix_uri: str) -> str:
+        """A digest of the folder's content as listed: every object's relative name, size and ETag
+        (S3) or modification time (local); it changes when any object does. StorageError when
+        the folder is empty."""
+        entries = self._backend(prefix_uri).entries(prefix_uri)
+        if not entries:
+            raise StorageError(f"nothing below {prefix_uri}")
+        return hashlib.sha256(json.dumps(sorted(entries)).encode()).hexdigest()
 
     def delete(self, uri: str) -> None:
         """Delete one object; deleting a missing one is not an error."""

@@ -15,6 +15,7 @@ pytest_plugins = [
     "tests.fixtures.k8s_tools",
     "tests.fixtures.browser",
     "tests.fixtures.hub",
+    "tests.fixtures.kfp_api",
 ]
 
 

@@ -135,11 +135,25 @@ class ScriptedServer(ThreadingHTTPServer):
                 reply = self.script.popleft() if self.script else self.default
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        # A request is in flight until its answer starts: once the answer is written, the client
+        # may read it and send its next request before this thread would count the first one done.
+        answered = threading.Event()
+        send_response = handler.send_response
+
+        def answer_starts(*args: object) -> None:
+            if not answered.is_set():
+                answered.set()
+                with self._lock:
+                    self.in_flight -= 1
+            send_response(*args)
+
+        handler.send_response = answer_starts  # type: ignore[method-assign]
         try:
             reply(handler, body)
         finally:
-            with self._lock:
-                self.in_flight -= 1
+            if not answered.is_set():
+                with self._lock:
+                    self.in_flight -= 1
 
 
 class _ScriptedHandler(BaseHTTPRequestHandler):

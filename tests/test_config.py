@@ -119,3 +119,47 @@ def test_reference_recipe_is_one_example_per_step_and_packed_is_the_throughput_o
     assert parse_config({"model": {"base": "b"}, "training": {"recipe": "packed"}}).training.batching == "packed"
     with pytest.raises(ConfigError, match="recipe reference trains one example per optimizer step"):
         parse_config({"model": {"base": "b"}, "training": {"batching": "packed"}})
+
+
+KUBEFLOW = {
+    "model": {"base": "s3://m/base"},
+    "workdir": "s3://runs",
+    "storage": {"s3_endpoint": "minio:9000"},
+    "execution": {"target": "kubeflow"},
+    "serving": {"generator": {"model": "generator"}, "extender": {"model": "extender"}},
+}
+
+
+def test_the_layout_defaults_to_shared_for_lora_on_vllm_and_to_sequential_otherwise():
+    assert parse_config(KUBEFLOW).serving.layout == "shared"
+    assert parse_config({**KUBEFLOW, "training": {"method": "full"}}).serving.layout == "sequential"
+    assert parse_config(MINIMAL).serving.layout == "sequential"  # a local run serves with transformers serve
+    local_vllm = {**MINIMAL, "serving": {"generator": {"model": "g"}, "extender": {"model": "e"}, "local": {"backend": "vllm"}}}
+    assert parse_config(local_vllm).serving.layout == "shared"
+    assert parse_config({**KUBEFLOW, "training": {"method": "full"}, "serving": {**KUBEFLOW["serving"], "layout": "per_role"}}).serving.layout == "per_role"
+    # the reference's proposer and judge: the base model
+    assert parse_config(MINIMAL).self_instruct.model == "base"
+    assert parse_config(MINIMAL).serving.cluster.replicas == 1
+
+
+@pytest.mark.parametrize(
+    ("patch", "message"),
+    [
+        ({"training": {"method": "full"}}, "serving.layout: shared serves both roles as LoRA adapters"),
+        ({"training": {"merge_each_iteration": True}}, "serving.layout: shared serves both roles as LoRA adapters"),
+        ({"serving": {"generator": {"model": "same"}, "extender": {"model": "same"}}}, "serving.extender.model: 'same' is also serving.generator.model"),
+        ({"serving": {"generator": {"model": "base"}, "extender": {"model": "e"}}}, "serving.generator.model: 'base' is also serving.base_model_name"),
+    ],
+)
+def test_a_shared_layout_it_cannot_serve_is_refused_naming_the_field(patch, message):
+    data = {**KUBEFLOW, **patch, "serving": {**KUBEFLOW["serving"], **patch.get("serving", {}), "layout": "shared"}}
+    with pytest.raises(ConfigError, match=message):
+        parse_config(data)
+
+
+def test_a_local_run_refuses_a_shared_layout_on_transformers_serve_and_replicas():
+    with pytest.raises(ConfigError, match="serving.layout: shared needs a server that loads LoRA adapters by name"):
+        parse_config({**MINIMAL, "serving": {"layout": "shared", "generator": {"model": "g"}, "extender": {"model": "e"}}})
+    with pytest.raises(ConfigError, match="serving.cluster.replicas: a local run starts one server process"):
+        parse_config({**MINIMAL, "serving": {"cluster": {"replicas": 2}}})
+    assert parse_config({**KUBEFLOW, "serving": {**KUBEFLOW["serving"], "cluster": {"replicas": 4}}}).serving.cluster.replicas == 4

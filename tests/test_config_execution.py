@@ -23,6 +23,7 @@ KUBEFLOW = {
         ({**KUBEFLOW, "self_instruct": {"seeds_uri": "seeds.jsonl"}}, "self_instruct.seeds_uri"),
         ({**KUBEFLOW, "storage": {}}, "storage.s3_endpoint"),
         ({"model": {"base": "/models/base"}, "execution": {"training": "trainjob"}}, "execution.training"),
+        ({"model": {"base": "/models/base"}, "execution": {"model_cache_pvc": "models"}}, "execution.model_cache_pvc"),
     ],
 )
 def test_a_config_mixing_execution_targets_is_refused_naming_the_field(data, field) -> None:

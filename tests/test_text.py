@@ -8,7 +8,6 @@ from selflengthen.text import (
     find_meta_commentary,
     find_repeated_ngram,
     keep_leading_fraction,
-    repeated_ngram_fraction,
     split_halves,
     split_pieces,
 )
@@ -140,8 +139,3 @@ class TestChecks:
         middle.insert(5, "A paragraph about rivers.")
         assert check_text("\n".join(middle), CHECKS.en) is None
         assert find_meta_commentary("Paragraphs everywhere.", ["paragraph"], 2, 3) is None  # whole words only
-
-    def test_repetition_fraction(self):
-        ten = " ".join(str(i) for i in range(10))
-        assert repeated_ngram_fraction(f"{ten} {ten}") > 0
-        assert repeated_ngram_fraction("a b c") == 0.0

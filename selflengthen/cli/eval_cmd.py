@@ -9,9 +9,7 @@ from typing import Any
 import typer
 
 from selflengthen.cli.common import ConfigOption, SetOption, check_file_writable, fail, handle_errors, load_run_config
-from selflengthen.evaluation.benchmarks import BenchmarkName, load_benchmark
-from selflengthen.evaluation.judge import RubricName
-from selflengthen.evaluation.runner import generate_predictions, length_report, quality_report, write_jsonl
+from selflengthen.evaluation.benchmarks import BenchmarkName, RubricName, load_benchmark
 from selflengthen.storage import get_storage
 
 eval_app = typer.Typer(no_args_is_help=True, help="Evaluate a model: answer a benchmark, score length following and quality.")
@@ -61,6 +59,8 @@ def generate_command(
     overrides: list[str] = SetOption,
 ) -> None:
     """Answer every prompt of a benchmark (settings from eval.sampling and serving.generator)."""
+    from selflengthen.evaluation.runner import generate_predictions
+
     cfg = load_run_config(config, overrides)
     storage = get_storage(cfg.storage)
     source = benchmark_file or cfg.eval.benchmark_files.get(benchmark)
@@ -83,6 +83,8 @@ def length_command(
     overrides: list[str] = SetOption,
 ) -> None:
     """Length-following scores (0-100): LonGen per type, language and range; S_l per length bucket."""
+    from selflengthen.evaluation.runner import length_report, write_jsonl
+
     storage = get_storage(load_run_config(config, overrides).storage)
     if per_prompt:
         check_file_writable(storage, per_prompt)
@@ -105,6 +107,8 @@ def quality_command(
     overrides: list[str] = SetOption,
 ) -> None:
     """LLM-judge quality scores; prompts the judge never scored are counted, never given a default."""
+    from selflengthen.evaluation.runner import quality_report, write_jsonl
+
     cfg = load_run_config(config, overrides)
     storage = get_storage(cfg.storage)
     if per_prompt:

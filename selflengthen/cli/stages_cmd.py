@@ -1,4 +1,7 @@
-"""One command per data stage: `selflengthen self-instruct|generate|extend|select|sft-data|length-control`."""
+"""One command per data stage: `selflengthen self-instruct|generate|extend|select|sft-data|length-control`.
+
+Each command imports its stage when it runs, so that `--help` and a stage that needs no model
+server (select, sft-data) load no HTTP client."""
 
 from __future__ import annotations
 
@@ -8,7 +11,6 @@ from pathlib import Path
 import typer
 
 from selflengthen.cli.common import ConfigOption, SetOption, handle_errors, load_run_config
-from selflengthen.stages import extend, generate, length_control, select, self_instruct, sft_data
 
 InputOption = typer.Option(..., "--input", "-i", help="input dataset prefix or JSONL file (local path or s3://)")
 OutputOption = typer.Option(..., "--output", "-o", help="output dataset prefix (local path or s3://)")
@@ -38,6 +40,8 @@ def self_instruct_command(
     iteration: int = IterationOption,
 ) -> None:
     """New long-writing instructions by few-shot self-instruct, judged and deduplicated."""
+    from selflengthen.stages import self_instruct
+
     cfg = load_run_config(config, overrides)
     _print(_stage_summary(self_instruct.run_self_instruct(cfg, output=output, iteration=iteration, seeds=input)))
 
@@ -47,6 +51,8 @@ def generate_command(
     input: str = InputOption, output: str = OutputOption, config: Path = ConfigOption, overrides: list[str] = SetOption
 ) -> None:
     """Initial responses to every query by the Generator."""
+    from selflengthen.stages import generate
+
     cfg = load_run_config(config, overrides)
     _print(_stage_summary(generate.run_generate(cfg, queries=input, output=output)))
 
@@ -56,6 +62,8 @@ def extend_command(
     input: str = InputOption, output: str = OutputOption, config: Path = ConfigOption, overrides: list[str] = SetOption
 ) -> None:
     """Two-stage multi-round extension of every initial response by the Extender."""
+    from selflengthen.stages import extend
+
     cfg = load_run_config(config, overrides)
     _print(_stage_summary(extend.run_extend(cfg, responses=input, output=output)))
 
@@ -69,6 +77,8 @@ def select_command(
     iteration: int = IterationOption,
 ) -> None:
     """Checks plus seeded length-biased sampling, with rejection counts per reason."""
+    from selflengthen.stages import select
+
     cfg = load_run_config(config, overrides)
     manifest = select.run_select(cfg, input=input, output=output, iteration=iteration)
     _print({"output": output, "records": manifest.count, "metrics": manifest.metrics})
@@ -83,6 +93,8 @@ def sft_data_command(
     iteration: int = IterationOption,
 ) -> None:
     """SFT examples for the Generator and the Extender (line dropout for the Extender)."""
+    from selflengthen.stages import sft_data
+
     cfg = load_run_config(config, overrides)
     _print(sft_data.run_sft_data(cfg, extended=input, output=output, iteration=iteration))
 
@@ -95,6 +107,8 @@ def length_control_command(
     overrides: list[str] = SetOption,
 ) -> None:
     """Length-constrained queries derived from real response lengths, rewritten by the model."""
+    from selflengthen.stages import length_control
+
     cfg = load_run_config(config, overrides)
     _print(_stage_summary(length_control.run_length_control(cfg, responses=input, output=output)))
 

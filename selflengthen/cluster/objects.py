@@ -152,6 +152,33 @@ def storage_credentials_env(config: RunConfig) -> list[k8s.V1EnvVar]:
     ]
 
 
+# Where model servers and trainers mount the PVC of execution.model_cache_pvc.
+MODEL_CACHE_DIR = "/model-cache"
+MODEL_CACHE_VOLUME = "model-cache"
+
+
+def model_cache_volume(config: RunConfig) -> k8s.V1Volume | None:
+    """The shared model cache (``execution.model_cache_pvc``) as a pod volume, or None."""
+    claim = config.execution.model_cache_pvc
+    if not claim:
+        return None
+    return k8s.V1Volume(name=MODEL_CACHE_VOLUME, persistent_volume_claim=k8s.V1PersistentVolumeClaimVolumeSource(claim_name=claim))
+
+
+def model_cache_mounts(config: RunConfig, *, read_only: bool) -> list[k8s.V1VolumeMount]:
+    """Its mount (none without the cache): read-only but in the container that fills it."""
+    if not config.execution.model_cache_pvc:
+        return []
+    return [k8s.V1VolumeMount(name=MODEL_CACHE_VOLUME, mount_path=MODEL_CACHE_DIR, read_only=read_only)]
+
+
+def model_cache_env(config: RunConfig) -> list[k8s.V1EnvVar]:
+    """What tells selflengthen.modelio to keep model folders there (none without the cache)."""
+    from selflengthen.modelio import MODEL_CACHE_ENV
+
+    return [k8s.V1EnvVar(name=MODEL_CACHE_ENV, value=MODEL_CACHE_DIR)] if config.execution.model_cache_pvc else []
+
+
 def tolerations(values: list[dict[str, Any]]) -> list[k8s.V1Toleration]:
     """Config tolerations (camelCase mappings, checked by the config) as client objects."""
     return [
@@ -174,14 +201,17 @@ def to_manifest(obj: Any) -> Any:
 # --------------------------------------------------------------------------- the API
 
 
-def kube_api_client(error_type: type[SelfLengthenError]) -> k8s.ApiClient:
-    """A client for the cluster this code runs in (service account), else the local kubeconfig."""
+def kube_api_client(error_type: type[SelfLengthenError], context: str | None = None) -> k8s.ApiClient:
+    """A client for the cluster this code runs in (service account), else the local kubeconfig
+    (its ``context``, default the current one)."""
     configuration = k8s.Configuration()
     try:
+        if context:
+            raise ConfigException("a kubeconfig context was asked for")
         kube_config.load_incluster_config(client_configuration=configuration)
     except ConfigException:
         try:
-            kube_config.load_kube_config(client_configuration=configuration)
+            kube_config.load_kube_config(client_configuration=configuration, context=context)
         except (ConfigException, OSError) as error:
             raise error_type(f"no Kubernetes API to talk to: not in a pod and no usable kubeconfig ({error})") from None
     return k8s.ApiClient(configuration)

@@ -34,6 +34,9 @@ from selflengthen.cluster.objects import (
     delete_if_present,
     kube_api_client,
     label_selector,
+    model_cache_env,
+    model_cache_mounts,
+    model_cache_volume,
     model_source,
     object_labels,
     object_name,
@@ -78,7 +81,7 @@ def build_trainjob(
     name = object_name(config.run_id, role, iteration, max_length=MAX_NAME_LENGTH)
     labels = object_labels(config.run_id, role, iteration, name=name, app="selflengthen-trainer", component=COMPONENT)
 
-    env = storage_credentials_env(config)
+    env = storage_credentials_env(config) + model_cache_env(config)
     if hub_model and config.serving.cluster.hf_token_secret:
         env.append(secret_env("HF_TOKEN", config.serving.cluster.hf_token_secret, "HF_TOKEN"))
     command = trainjob_command(request.arguments(config_path=f"{CONFIG_DIR}/{CONFIG_FILE}"))
@@ -98,12 +101,18 @@ def build_trainjob(
         requests["nvidia.com/gpu"] = limits["nvidia.com/gpu"] = str(trainjob.gpus_per_node)
     trainer["resourcesPerNode"] = {"requests": requests, "limits": limits}
 
+    # the shared model cache, read-only: a server of the run filled it; a missing entry is
+    # downloaded to the trainer's scratch instead (selflengthen.modelio.localize)
+    cache = model_cache_volume(config)
     pod_spec: dict[str, Any] = {
-        "volumes": [{"name": CONFIG_VOLUME, "configMap": {"name": config_map_name(name)}}],
+        "volumes": [{"name": CONFIG_VOLUME, "configMap": {"name": config_map_name(name)}}, *to_manifest([cache] if cache else [])],
         "containers": [
-            {"name": NODE, "volumeMounts": [{"name": CONFIG_VOLUME, "mountPath": CONFIG_DIR, "readOnly": True}]}
+            {"name": NODE, "volumeMounts": [
+                {"name": CONFIG_VOLUME, "mountPath": CONFIG_DIR, "readOnly": True},
+                *to_manifest(model_cache_mounts(config, read_only=True)),
+            ]}
         ],
-    }
+    }  # fmt: skip
     if trainjob.node_selector:
         pod_spec["nodeSelector"] = dict(trainjob.node_selector)
     if trainjob.tolerations:

@@ -5,6 +5,14 @@ constraints, Chinese numerals included), ``scoring`` (LonGen and LongBench-Write
 ``judge`` (rubrics, reading judge answers), ``runner`` (answering benchmarks; the evaluate step).
 """
 
-from selflengthen.evaluation.runner import evaluate
 
 __all__ = ["evaluate"]
+
+
+def __getattr__(name: str):
+    """``evaluate`` is loaded on first use, so that importing ``benchmarks`` or ``scoring`` loads no HTTP client."""
+    if name == "evaluate":
+        from selflengthen.evaluation.runner import evaluate
+
+        return evaluate
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -28,6 +28,9 @@ from selflengthen.text import detect_language
 BenchmarkName = Literal["longen", "longbench-write", "longwrite-ruler"]
 BENCHMARKS: tuple[BenchmarkName, ...] = ("longen", "longbench-write", "longwrite-ruler")
 HF_DATASETS_SCHEME = "hf://datasets/"
+# The judge's rubrics (selflengthen.evaluation.judge.RUBRICS), named here beside the benchmarks so that
+# the command line can offer them without loading the judge's HTTP client.
+RubricName = Literal["longbench-write", "self-lengthen"]
 
 
 class LonGenRow(BaseModel):

@@ -23,17 +23,15 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import cache
 from importlib import resources
-from typing import Any, Literal
+from typing import Any
 
 from selflengthen.client import GenerationClient, seeded
 from selflengthen.config import EndpointConfig, SamplingConfig
 from selflengthen.errors import RequestRefused
-from selflengthen.evaluation.benchmarks import JudgeInput
+from selflengthen.evaluation.benchmarks import JudgeInput, RubricName
 from selflengthen.evaluation.scoring import longbench_score
 from selflengthen.text import count_words
 
-
-RubricName = Literal["longbench-write", "self-lengthen"]
 
 
 @dataclass(frozen=True)
@@ -61,7 +59,7 @@ class Rubric:
         return (mean - self.low) / (self.high - self.low) * 100 if self.percent else mean
 
 
-RUBRICS: dict[str, Rubric] = {
+RUBRICS: dict[RubricName, Rubric] = {
     "longbench-write": Rubric(
         "longbench-write",
         ("Relevance", "Accuracy", "Coherence", "Clarity", "Breadth and Depth", "Reading Experience"),

@@ -1,8 +1,11 @@
-"""The serve and teardown steps: bring a role's model server up, find it, take it down.
+"""The serve and teardown steps: bring a model server up, find it, take it down.
 
-A serve step writes a :class:`ServerRecord` at the layout's deterministic place for its phase and
-role; the generation steps read it to reach the server, a teardown step reads it to stop the
-server, and a teardown of the whole run (the pipeline's exit handler) stops every recorded server.
+A phase's model servers follow ``serving.layout``: one per role (``generator``, ``extender``, and
+``base`` for ``self_instruct.model`` base), or one ``shared`` server answering for every role by
+model name (:mod:`selflengthen.serving.plan`). A serve step writes a :class:`ServerRecord` at the
+layout's deterministic place for its phase and server; the generation steps read it to reach the
+server under the model name of their role, a teardown step reads it to stop the server, and a
+teardown of the whole run (the pipeline's exit handler) stops every recorded server.
 Where the server runs is ``execution.target``:
 
 * ``local``: a detached process on 127.0.0.1 (:mod:`selflengthen.serving.local`), serving a local
@@ -10,11 +13,13 @@ Where the server runs is ``execution.target``:
   new server starts, so a rerun never leaks a server.
 * ``kubeflow``: a vLLM Deployment and Service (:mod:`selflengthen.serving.cluster`).
 
-The model a step serves is either a plain model folder (the base model) or a training output
-(:mod:`selflengthen.training.output`), whose merged model, or base model plus LoRA adapter, is used.
-The record names it (``source``: its URI and, for a training output, its fingerprint), and the
-endpoint the steps get carries that as ``model_source``, so every output made with the model
-records which model it was (a retrained model changes the fingerprints of what it makes).
+A role's model is either a plain model folder (the base model) or a training output
+(:mod:`selflengthen.training.output`), whose merged model, or base model plus LoRA adapter, is used
+(a shared server always uses the adapter). The record names each role's model (``sources``: its URI
+and, for a training output, its fingerprint), and the endpoint the steps get carries that as
+``model_source``, so every output made with the model records which model it was (a retrained
+model changes the fingerprints of what it makes). On Kubeflow the endpoint's ``max_concurrency``
+is scaled by ``serving.cluster.replicas``: the Service spreads the requests over the replicas.
 """
 
 from __future__ import annotations
@@ -25,16 +30,18 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Iterator, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict
 
 from selflengthen.config import EndpointConfig, Role, RunConfig
 from selflengthen.errors import EndpointError, SelfLengthenError
 from selflengthen.orchestration.layout import RunLayout, phase_index
+from selflengthen.serving.plan import ModelRole, ServerName, ServerPlan
 from selflengthen.storage import Storage, get_storage
 
-ServedRole = Literal["generator", "extender"]
+# The client's most requests in flight (EndpointConfig.max_concurrency's bound).
+MAX_CONCURRENCY = 4096
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +56,11 @@ class ServerRecord(BaseModel):
 
     target: Literal["local", "kubeflow"]
     phase: str
-    role: ServedRole
+    server: ServerName
     base_url: str
     model: str
-    source: str | None = None
+    models: dict[str, str]  # role -> the model name its requests carry
+    sources: dict[str, str | None] = {}  # role -> the model it is (model_identity)
     pid: int | None = None
     port: int | None = None
 
@@ -76,37 +84,68 @@ def served_model(storage: Storage, uri: str) -> ServedModel:
     return ServedModel(model=trained.base_model, adapter=trained.adapter)
 
 
-def serve(config: RunConfig, *, phase: str, role: ServedRole, model: str) -> str:
-    """Start the ``role`` server of ``phase`` for ``model``; returns the URI of its record."""
-    storage = get_storage(config.storage)
-    record_uri = RunLayout(config).server_record(phase, role)
-    served = served_model(storage, model)
+def plan_server(config: RunConfig, storage: Storage, server: ServerName, models: Mapping[ModelRole, str]) -> ServerPlan:
+    """What the server ``server`` loads for the roles' ``models`` (URIs; ``base``: the run's base model)."""
+    from selflengthen.training.output import read_trained_model
+
+    base = models.get("base")
+    if server != "shared":
+        served = served_model(storage, models[server])
+        return ServerPlan.for_role(config, server, served.model, served.adapter, is_base=models[server] == base)
+    on_base: list[ModelRole] = []
+    adapters: dict[ModelRole, str] = {}
+    bases = {base} if base else set()
+    for role, uri in models.items():
+        if role == "base":
+            continue
+        trained = read_trained_model(storage, uri)
+        if trained is None:
+            on_base.append(role)
+            bases.add(uri)
+        elif trained.adapter is None:
+            raise EndpointError(
+                f"serving.layout shared: the {role} ({uri}) is a full model, not a LoRA adapter of the base model; "
+                "use serving.layout sequential or per_role"
+            )
+        else:
+            adapters[role] = trained.adapter
+            bases.add(base or trained.base_model)
+    if len(bases) != 1:
+        raise EndpointError(f"serving.layout shared: the roles {dict(models)} are not one base model and its adapters")
+    return ServerPlan.shared(config, bases.pop(), on_base=on_base, adapters=adapters)
+
+
+def serve(config: RunConfig, *, phase: str, server: ServerName, models: Mapping[ModelRole, str]) -> str:
+    """Start the model server ``server`` of ``phase`` for the roles' ``models``; returns the URI of its record."""
     from selflengthen.training.output import model_identity
 
-    source = model_identity(storage, model)
+    storage = get_storage(config.storage)
+    record_uri = RunLayout(config).server_record(phase, server)
+    plan = plan_server(config, storage, server, models)
+    sources = {role: model_identity(storage, models.get(role, models.get("base"))) for role in plan.roles}
     if config.execution.target == "local":
         if storage.exists(record_uri):  # left by a run that was killed
             _stop_local(_read(storage, record_uri))
-        record = _start_local(config, phase, role, served).model_copy(update={"source": source})
+        record = _start_local(config, phase, server, plan).model_copy(update={"sources": sources})
     else:
         from selflengthen.serving.cluster import serve_role_in_cluster
 
-        base_url = serve_role_in_cluster(config, role, phase_index(config, phase), served.model, served.adapter)
+        base_url = serve_role_in_cluster(config, server, phase_index(config, phase), plan)
         record = ServerRecord(
-            target="kubeflow", phase=phase, role=role, base_url=base_url, model=getattr(config.serving, role).model, source=source
+            target="kubeflow", phase=phase, server=server, base_url=base_url, model=plan.names[0], models=plan.roles, sources=sources
         )
     storage.write_text(record_uri, record.model_dump_json(indent=2))
     return record_uri
 
 
-def teardown(config: RunConfig, *, phase: str, role: ServedRole) -> list[str]:
-    """Stop the ``role`` server of ``phase``; what was stopped (empty when nothing ran)."""
+def teardown(config: RunConfig, *, phase: str, server: ServerName) -> list[str]:
+    """Stop the model server ``server`` of ``phase``; what was stopped (empty when nothing ran)."""
     storage = get_storage(config.storage)
-    record_uri = RunLayout(config).server_record(phase, role)
+    record_uri = RunLayout(config).server_record(phase, server)
     if config.execution.target == "kubeflow":
         from selflengthen.serving.cluster import teardown_role_in_cluster
 
-        stopped = teardown_role_in_cluster(config, role, phase_index(config, phase))
+        stopped = teardown_role_in_cluster(config, server, phase_index(config, phase))
     else:
         stopped = [_stop_local(_read(storage, record_uri))] if storage.exists(record_uri) else []
     storage.delete(record_uri)
@@ -167,21 +206,31 @@ def server_kept(config: RunConfig, record_uri: str) -> Iterator[None]:
 
     record = _read(get_storage(config.storage), record_uri)
     iteration = phase_index(config, record.phase)
-    renew = functools.partial(renew_server_lease, config, record.role, iteration)
-    with lease_kept(renew, config.execution.lease_s / 4, f"the {record.phase} {record.role} server"):
+    renew = functools.partial(renew_server_lease, config, record.server, iteration)
+    with lease_kept(renew, config.execution.lease_s / 4, f"the {record.phase} {record.server} server"):
         yield
 
 
-def endpoint_for(config: RunConfig, record_uri: str, role: Role) -> EndpointConfig:
-    """The ``role`` endpoint of ``config`` pointed at the server recorded at ``record_uri``."""
+def endpoint_for(config: RunConfig, record_uri: str, role: Role, *, model: ModelRole | None = None) -> EndpointConfig:
+    """The ``role`` endpoint of ``config`` pointed at the server recorded at ``record_uri``, asking
+    for the model of ``model`` (default: ``role``'s own; ``base``: the base model)."""
     record = _read(get_storage(config.storage), record_uri)
-    update = {"base_url": record.base_url, "model": record.model, "model_source": record.source}
-    return getattr(config.serving, role).model_copy(update=update)
+    wanted = model or role
+    if wanted not in record.models:
+        raise EndpointError(
+            f"the {record.phase} {record.server} server ({record_uri}) serves {sorted(record.models)}, not the {wanted} model"
+        )
+    endpoint = getattr(config.serving, role)
+    concurrency = endpoint.max_concurrency
+    if record.target == "kubeflow":  # the Service spreads the requests over the replicas
+        concurrency = min(MAX_CONCURRENCY, concurrency * config.serving.cluster.replicas)
+    update = {"base_url": record.base_url, "model": record.models[wanted], "model_source": record.sources.get(wanted), "max_concurrency": concurrency}
+    return endpoint.model_copy(update=update)
 
 
-def with_endpoint(config: RunConfig, record_uri: str, role: Role) -> RunConfig:
-    """``config`` whose ``role`` endpoint is the recorded server."""
-    serving = config.serving.model_copy(update={role: endpoint_for(config, record_uri, role)})
+def with_endpoint(config: RunConfig, record_uri: str, role: Role, *, model: ModelRole | None = None) -> RunConfig:
+    """``config`` whose ``role`` endpoint is the recorded server (asking for ``model``'s model)."""
+    serving = config.serving.model_copy(update={role: endpoint_for(config, record_uri, role, model=model)})
     return config.model_copy(update={"serving": serving})
 
 
@@ -191,25 +240,34 @@ def _read(storage: Storage, record_uri: str) -> ServerRecord:
     return ServerRecord.model_validate_json(storage.read_text(record_uri))
 
 
-def _start_local(config: RunConfig, phase: str, role: ServedRole, served: ServedModel) -> ServerRecord:
+def _start_local(config: RunConfig, phase: str, server: ServerName, plan: ServerPlan) -> ServerRecord:
     from selflengthen.modelio import localize
     from selflengthen.serving.local import start_local_server
 
-    if served.adapter is not None:
+    vllm = config.serving.local.backend == "vllm"
+    if plan.adapters and not vllm:
         raise EndpointError(
-            f"the {role} of {phase} is a LoRA adapter ({served.adapter}) without a merged model, which a local "
-            "server cannot load: set training.save_merged (the local runner does so for the local backend)"
+            f"the {server} server of {phase} serves LoRA adapters ({', '.join(uri for _, uri in plan.adapters)}), which "
+            "transformers serve cannot load: set training.save_merged (the local runner does so) or serving.local.backend vllm"
         )
     log_dir = Path(os.environ.get(LOCAL_DIR_ENV) or tempfile.gettempdir()) / "logs"
+
+    def local_path(uri: str) -> str:
+        return str(localize(uri, config.storage))
+
     handle = start_local_server(
-        str(localize(served.model, config.storage)),
-        getattr(config.serving, role).model,
+        local_path(plan.model),
+        plan.names[0],
         config.serving.local,
-        log_file=str(log_dir / f"server-{phase}-{role}.log"),
+        names_args=plan.vllm_args(config, local_path) if vllm else None,
+        log_file=str(log_dir / f"server-{phase}-{server}.log"),
     )
+    # transformers serve answers to the model folder's path only, for every role
+    models = plan.roles if vllm else {role: handle.model for role in plan.roles}
     return ServerRecord(
-        target="local", phase=phase, role=role, base_url=handle.base_url, model=handle.model, pid=handle.pid, port=handle.port
-    )
+        target="local", phase=phase, server=server, base_url=handle.base_url, model=handle.model, models=models,
+        pid=handle.pid, port=handle.port,
+    )  # fmt: skip
 
 
 def _stop_local(record: ServerRecord) -> str:
@@ -217,4 +275,4 @@ def _stop_local(record: ServerRecord) -> str:
     from selflengthen.serving.local import ServerHandle, stop_local_server
 
     stop_local_server(ServerHandle(pid=record.pid, port=record.port, base_url=record.base_url, model=record.model))
-    return f"{record.phase} {record.role} (pid {record.pid})"
+    return f"{record.phase} {record.server} (pid {record.pid})"

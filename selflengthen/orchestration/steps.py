@@ -112,7 +112,7 @@ def step(name: str, *, imports: tuple[str, ...] = ()) -> Callable[[Callable[...,
             if run_id:
                 data["run_id"] = run_id
             config = parse_config(data, "the pipeline's config_json" + (f" with run_id {run_id!r}" if run_id else ""))
-            label = " ".join(str(kwargs[key]) for key in ("phase", "role", "kind") if key in kwargs)
+            label = " ".join(str(kwargs[key]) for key in ("phase", "server", "role", "kind") if key in kwargs)
             for module in imports:
                 importlib.import_module(module)
             started = time.time()
@@ -232,16 +232,20 @@ def identify_run(config: RunConfig, *, explicit_run_id: str, kfp_run_id: str) ->
 
 
 @step("serve", imports=("selflengthen.serving.local", "selflengthen.training.output", "selflengthen.modelio"))
-def serve(config: RunConfig, *, phase: str, role: str, model: str) -> StepResult:
-    """The server's record URI, base URL and served model name (``record``, ``url``, ``model``)."""
-    record_uri = serving.serve(config, phase=phase, role=role, model=model)
-    endpoint = serving.endpoint_for(config, record_uri, role)
-    return StepResult({"record": record_uri, "url": endpoint.base_url, "model": endpoint.model}, f"{model} at {endpoint.base_url}")
+def serve(config: RunConfig, *, phase: str, server: str, base: str, generator: str, extender: str) -> StepResult:
+    """Start the model server ``server`` (a role's, or ``shared``) for the roles' models (an empty
+    URI: a role it does not serve; ``base``: the run's base model); its record URI, base URL and
+    model names (``record``, ``url``, ``model``: role=name, comma-separated)."""
+    models = {role: uri for role, uri in (("base", base), ("generator", generator), ("extender", extender)) if uri}
+    record_uri = serving.serve(config, phase=phase, server=server, models=models)
+    record = serving.ServerRecord.model_validate_json(get_storage(config.storage).read_text(record_uri))
+    names = ",".join(f"{role}={name}" for role, name in sorted(record.models.items()))
+    return StepResult({"record": record_uri, "url": record.base_url, "model": names}, f"{names} at {record.base_url}")
 
 
 @step("teardown", imports=("selflengthen.serving.local",))
-def teardown(config: RunConfig, *, phase: str, role: str) -> StepResult:
-    stopped = serving.teardown(config, phase=phase, role=role)
+def teardown(config: RunConfig, *, phase: str, server: str) -> StepResult:
+    stopped = serving.teardown(config, phase=phase, server=server)
     return StepResult(None, f"stopped {', '.join(stopped) or 'nothing (no server was running)'}")
 
 
@@ -262,14 +266,15 @@ def teardown_run(config_json: str, *, explicit_run_id: str, kfp_run_id: str) -> 
 @step("self-instruct", imports=("selflengthen.stages.self_instruct",))
 def self_instruct(config: RunConfig, *, phase: str, endpoint: str) -> StepResult:
     """New queries: ``self_instruct.num_instructions`` per iteration, ``length_control.extra_queries``
-    in the final phase (answered by the final Generator alone)."""
+    in the final phase (answered by the final Generator alone). Proposed and judged by the model of
+    ``self_instruct.model`` (the base model, or the current Generator) on the server at ``endpoint``."""
     from selflengthen.stages.self_instruct import run_self_instruct
 
     if phase == FINAL_PHASE:
         settings = config.self_instruct.model_copy(update={"num_instructions": config.length_control.extra_queries})
         config = config.model_copy(update={"self_instruct": settings})
     result = run_self_instruct(
-        serving.with_endpoint(config, endpoint, "generator"),
+        serving.with_endpoint(config, endpoint, "generator", model=config.self_instruct.model),
         output=RunLayout(config).phase(phase, "queries"),
         iteration=phase_index(config, phase),
     )

@@ -1,4 +1,4 @@
-"""The serve and teardown steps on Kubernetes: a vLLM Deployment + Service per role (principle 6).
+"""The serve and teardown steps on Kubernetes: a vLLM Deployment + Service per model server (principle 6).
 
 :func:`build_model_server` describes the objects (kubernetes client models, nothing sent);
 :func:`serve_role_in_cluster` creates or replaces them, waits until the Deployment has rolled out
@@ -8,13 +8,18 @@ and returns the in-cluster base URL (``http://<name>.<namespace>.svc:8000/v1``);
 The pod:
 
 * ``fetch-model`` init container (the runtime image): copies the base model and/or the LoRA
-  adapter from object storage into an emptyDir (``/models``), S3 credentials from the Secret
+  adapter from object storage into an emptyDir (``/models``), or with ``execution.model_cache_pvc``
+  into the shared model cache once per content and links ``/models/...`` to it (the cache is
+  mounted read-write here, read-only in the vLLM container); S3 credentials from the Secret
   ``pipeline.storage_secret`` as env ``secretKeyRef``. A base model given as a Hugging Face id is
   downloaded by vLLM itself instead (token from ``serving.cluster.hf_token_secret`` when set).
-* ``vllm`` container: the pinned upstream image, ``--model /models/base`` (or the id),
-  ``--served-model-name``, context length, tensor parallelism, and with an adapter
-  ``--enable-lora --lora-modules <name>=/models/adapter``; clients then ask for the adapter by
-  the role's model name and the base is served as ``<name>-base``. The API key, when
+* ``vllm`` container: the pinned upstream image, ``--model /models/base`` (or the id), the names
+  and LoRA adapters of the server's plan (:mod:`selflengthen.serving.plan`): a role's server
+  answers to the role's model name (with an adapter: ``--enable-lora --lora-modules
+  <name>=/models/adapters/<name>``, the base as ``<name>-base``); the shared server
+  (``serving.layout`` shared) serves the base under ``serving.base_model_name`` and each role as
+  its adapter, or under its name while it is the base. Then context length, tensor parallelism.
+  ``serving.cluster.replicas`` pods serve behind the one Service. The API key, when
   ``pipeline.api_key_secret`` is set, reaches vLLM as env ``VLLM_API_KEY`` from that Secret.
 * Non-root (uid 10001), no privilege escalation, capabilities dropped, read-only root; HOME and
   every cache live on an emptyDir at ``/tmp``; ``/dev/shm`` is a memory emptyDir.
@@ -43,6 +48,9 @@ from selflengthen.cluster.objects import (
     delete_if_present,
     kube_api_client,
     label_selector,
+    model_cache_env,
+    model_cache_mounts,
+    model_cache_volume,
     model_source,
     object_labels,
     object_name,
@@ -54,8 +62,9 @@ from selflengthen.cluster.objects import (
 )
 from selflengthen.cluster.pods import FailFast, pod_problems
 from selflengthen.cluster.ownership import NO_OWNER, RunOwner, lease_patch, run_owner
-from selflengthen.config import Role, RunConfig
+from selflengthen.config import RunConfig
 from selflengthen.errors import EndpointError, SelfLengthenError
+from selflengthen.serving.plan import ServerName, ServerPlan
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +72,13 @@ COMPONENT = "model-server"
 PORT = 8000
 MODELS_DIR = "/models"
 BASE_DIR = f"{MODELS_DIR}/base"
-ADAPTER_DIR = f"{MODELS_DIR}/adapter"
+ADAPTERS_DIR = f"{MODELS_DIR}/adapters"
 SCRATCH_DIR = "/tmp"
-# LoRA ranks vLLM accepts for --max-lora-rank.
-VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+
+
 @dataclass(frozen=True)
 class ModelServer:
-    """The objects of one role's model server and how clients reach it."""
+    """The objects of one model server and how clients reach it."""
 
     name: str
     namespace: str
@@ -80,38 +89,32 @@ class ModelServer:
 
 
 def build_model_server(
-    config: RunConfig,
-    role: Role,
-    iteration: int,
-    model_uri: str,
-    adapter_uri: str | None = None,
-    *,
-    owner: RunOwner = NO_OWNER,
+    config: RunConfig, server: ServerName, iteration: int, plan: ServerPlan, *, owner: RunOwner = NO_OWNER
 ) -> ModelServer:
-    """The Deployment and Service serving ``role`` (base ``model_uri``, optional LoRA ``adapter_uri``)."""
+    """The Deployment (``serving.cluster.replicas`` pods) and Service of the model server ``server``
+    (a role's, or the one shared by the roles), loading what ``plan`` says."""
     namespace = config.pipeline.namespace
-    name = object_name(config.run_id, role, iteration)
-    labels = object_labels(config.run_id, role, iteration, name=name, app="vllm", component=COMPONENT)
-    served_model = getattr(config.serving, role).model
-    base_from_s3 = model_source(model_uri, EndpointError) == "s3"
-    if adapter_uri is not None and model_source(adapter_uri, EndpointError) != "s3":
-        raise EndpointError(
-            f"LoRA adapter {adapter_uri!r} must be on object storage (s3://) to be served in the cluster"
-        )
-    downloads = [(model_uri, BASE_DIR)] if base_from_s3 else []
-    if adapter_uri is not None:
-        downloads.append((adapter_uri, ADAPTER_DIR))
+    name = object_name(config.run_id, server, iteration)
+    labels = object_labels(config.run_id, server, iteration, name=name, app="vllm", component=COMPONENT)
+    base_from_s3 = model_source(plan.model, EndpointError) == "s3"
+    for _, adapter_uri in plan.adapters:
+        if model_source(adapter_uri, EndpointError) != "s3":
+            raise EndpointError(f"LoRA adapter {adapter_uri!r} must be on object storage (s3://) to be served in the cluster")
+    adapter_dirs = {uri: f"{ADAPTERS_DIR}/{adapter}" for adapter, uri in plan.adapters}
+    downloads = [(plan.model, BASE_DIR)] if base_from_s3 else []
+    downloads += list(adapter_dirs.items())
 
     metadata = owner.metadata(config)
     metadata.name, metadata.namespace, metadata.labels = name, namespace, labels
     storage = config.serving.cluster.model_storage
+    cache = model_cache_volume(config)
+    model_args = ["--model", BASE_DIR if base_from_s3 else plan.model, *plan.vllm_args(config, adapter_dirs.__getitem__)]
     pod = k8s.V1PodSpec(
-        containers=[
-            _vllm_container(config, served_model, BASE_DIR if base_from_s3 else model_uri, adapter_uri is not None)
-        ],
+        containers=[_vllm_container(config, model_args)],
         init_containers=[_fetch_container(config, downloads)] if downloads else None,
-        volumes=[
-            k8s.V1Volume(name="models", empty_dir=k8s.V1EmptyDirVolumeSource(size_limit=storage)),
+        volumes=([cache] if cache else []) + [
+            # with the model cache, only links to it (the fetch container makes them)
+            k8s.V1Volume(name="models", empty_dir=k8s.V1EmptyDirVolumeSource(size_limit="1Mi" if cache else storage)),
             k8s.V1Volume(name="scratch", empty_dir=k8s.V1EmptyDirVolumeSource(size_limit=storage)),
             k8s.V1Volume(
                 name="shm",
@@ -129,7 +132,7 @@ def build_model_server(
         kind="Deployment",
         metadata=metadata,
         spec=k8s.V1DeploymentSpec(
-            replicas=1,
+            replicas=config.serving.cluster.replicas,
             selector=k8s.V1LabelSelector(match_labels={LABEL_INSTANCE: name}),
             # Recreate: a rolling update would need a second set of GPUs.
             strategy=k8s.V1DeploymentStrategy(type="Recreate"),
@@ -149,26 +152,20 @@ def build_model_server(
         ),
     )
     base_url = f"http://{name}.{namespace}.svc:{PORT}/v1"
-    return ModelServer(name, namespace, base_url, served_model, deployment, service)
+    return ModelServer(name, namespace, base_url, plan.names[0], deployment, service)
 
 
-def _vllm_container(config: RunConfig, served_model: str, model: str, with_adapter: bool) -> k8s.V1Container:
+def _vllm_container(config: RunConfig, model_args: list[str]) -> k8s.V1Container:
     cluster = config.serving.cluster
     args = [
-        "--model", model,
-        "--served-model-name", f"{served_model}-base" if with_adapter else served_model,
+        *model_args,
         "--host", "0.0.0.0",  # inside the pod: the Service reaches it on the pod IP (local servers bind 127.0.0.1)
         "--port", str(PORT),
         "--max-model-len", str(cluster.max_model_len),
         "--tensor-parallel-size", str(cluster.tensor_parallel_size),
         "--gpu-memory-utilization", str(cluster.gpu_memory_utilization),
     ]  # fmt: skip
-    if with_adapter:
-        args += [
-            "--enable-lora",
-            "--lora-modules", f"{served_model}={ADAPTER_DIR}",
-            "--max-lora-rank", str(_vllm_lora_rank(config.training.lora.r)),
-        ]  # fmt: skip
+    model = model_args[1]
     env = [
         k8s.V1EnvVar(name="HOME", value=SCRATCH_DIR),
         k8s.V1EnvVar(name="USER", value="vllm"),  # getpass.getuser() fails for a uid without a passwd entry
@@ -202,6 +199,7 @@ def _vllm_container(config: RunConfig, served_model: str, model: str, with_adapt
             k8s.V1VolumeMount(name="models", mount_path=MODELS_DIR, read_only=True),
             k8s.V1VolumeMount(name="scratch", mount_path=SCRATCH_DIR),
             k8s.V1VolumeMount(name="shm", mount_path="/dev/shm"),
+            *model_cache_mounts(config, read_only=True),
         ],
     )
 
@@ -218,6 +216,7 @@ def _fetch_container(config: RunConfig, downloads: list[tuple[str, str]]) -> k8s
             k8s.V1EnvVar(name="HOME", value=SCRATCH_DIR),
             k8s.V1EnvVar(name=STORAGE_CONFIG_ENV, value=config.storage.model_dump_json()),
             *storage_credentials_env(config),
+            *model_cache_env(config),
         ],
         resources=k8s.V1ResourceRequirements(requests=resources, limits=resources),
         security_context=container_security_context(),
@@ -225,6 +224,7 @@ def _fetch_container(config: RunConfig, downloads: list[tuple[str, str]]) -> k8s
         volume_mounts=[
             k8s.V1VolumeMount(name="models", mount_path=MODELS_DIR),
             k8s.V1VolumeMount(name="scratch", mount_path=SCRATCH_DIR),
+            *model_cache_mounts(config, read_only=False),  # the one writer: it fills the cache
         ],
     )
 
@@ -238,28 +238,20 @@ def _health_probe(*, period_s: int, failures: int) -> k8s.V1Probe:
     )
 
 
-def _vllm_lora_rank(rank: int) -> int:
-    """The smallest ``--max-lora-rank`` vLLM accepts that holds ``rank``."""
-    for allowed in VLLM_LORA_RANKS:
-        if rank <= allowed:
-            return allowed
-    raise EndpointError(f"training.lora.r = {rank} exceeds the largest LoRA rank vLLM serves ({VLLM_LORA_RANKS[-1]})")
-
-
 # --------------------------------------------------------------------------- the API calls
 
 
 def serve_role_in_cluster(
     config: RunConfig,
-    role: Role,
+    server: ServerName,
     iteration: int,
-    model_uri: str,
-    adapter_uri: str | None = None,
+    plan: ServerPlan,
     *,
     api_client: k8s.ApiClient | None = None,
     poll_interval_s: float = 5.0,
 ) -> str:
-    """Create (or replace) the role's model server, wait until it serves, return its base URL.
+    """Create (or replace) the model server ``server`` (a role's, or the shared one) loading what
+    ``plan`` says, wait until every replica serves, return its base URL.
 
     Idempotent: a retried step replaces the objects of its previous attempt. When the server
     cannot start (a fatal pod state, the progress deadline, ``serving.cluster.ready_timeout_s``)
@@ -268,27 +260,27 @@ def serve_role_in_cluster(
     api = api_client or kube_api_client(EndpointError)
     apps, core = k8s.AppsV1Api(api), k8s.CoreV1Api(api)
     namespace = config.pipeline.namespace
-    server = build_model_server(config, role, iteration, model_uri, adapter_uri, owner=run_owner(core, namespace))
-    where = f"{namespace}/{server.name}"
+    built = build_model_server(config, server, iteration, plan, owner=run_owner(core, namespace))
+    where = f"{namespace}/{built.name}"
     with api_errors(EndpointError, f"creating Service {where}"):
-        create_or_replace(core.create_namespaced_service, core.replace_namespaced_service, namespace, server.service)
+        create_or_replace(core.create_namespaced_service, core.replace_namespaced_service, namespace, built.service)
     with api_errors(EndpointError, f"creating Deployment {where}"):
         create_or_replace(
-            apps.create_namespaced_deployment, apps.replace_namespaced_deployment, namespace, server.deployment
+            apps.create_namespaced_deployment, apps.replace_namespaced_deployment, namespace, built.deployment
         )
-    log.info("waiting for model server %s (%s) to become ready", where, role)
+    log.info("waiting for model server %s (%s) to become ready", where, server)
     fail_fast = FailFast(config.execution)
 
     def rolled_out() -> bool | None:
-        deployment = apps.read_namespaced_deployment(server.name, namespace)
+        deployment = apps.read_namespaced_deployment(built.name, namespace)
         if _rolled_out(deployment):
             return True
-        cause = fail_fast.check(core, namespace, server.name)
+        cause = fail_fast.check(core, namespace, built.name)
         if cause:
             raise EndpointError(f"model server {where} cannot start: {cause}")
         for condition in (deployment.status and deployment.status.conditions) or []:
             if condition.type == "Progressing" and condition.reason == "ProgressDeadlineExceeded":
-                summary = _problem_summary(core, namespace, server.name)
+                summary = _problem_summary(core, namespace, built.name)
                 raise EndpointError(f"model server {where} did not become ready: {condition.message}{summary}")
         return None
 
@@ -304,25 +296,25 @@ def serve_role_in_cluster(
             timeout = config.serving.cluster.ready_timeout_s
             raise EndpointError(
                 f"model server {where} not ready after {timeout:g} s (serving.cluster.ready_timeout_s)"
-                f"{_problem_summary(core, namespace, server.name)}"
+                f"{_problem_summary(core, namespace, built.name)}"
             )
     except EndpointError as error:
         log.error("%s", error)
         try:
-            teardown_role_in_cluster(config, role, iteration, api_client=api)
+            teardown_role_in_cluster(config, server, iteration, api_client=api)
         except SelfLengthenError as cleanup_error:
             log.warning("could not delete the failed model server %s: %s", where, cleanup_error)
         raise
-    log.info("model server %s ready at %s", where, server.base_url)
-    return server.base_url
+    log.info("model server %s ready at %s", where, built.base_url)
+    return built.base_url
 
 
-def renew_server_lease(config: RunConfig, role: Role, iteration: int, *, api_client: k8s.ApiClient | None = None) -> None:
-    """Move the lease of the role's model server (Deployment and Service) to ``execution.lease_s``
+def renew_server_lease(config: RunConfig, server: ServerName, iteration: int, *, api_client: k8s.ApiClient | None = None) -> None:
+    """Move the lease of the model server ``server`` (Deployment and Service) to ``execution.lease_s``
     from now: a step using the server calls it, so ``selflengthen gc`` leaves the server alone."""
     api = api_client or kube_api_client(EndpointError)
     apps, core = k8s.AppsV1Api(api), k8s.CoreV1Api(api)
-    namespace, name = config.pipeline.namespace, object_name(config.run_id, role, iteration)
+    namespace, name = config.pipeline.namespace, object_name(config.run_id, server, iteration)
     patch = lease_patch(config)
     with api_errors(EndpointError, f"renewing the lease of model server {namespace}/{name}"):
         apps.patch_namespaced_deployment(name, namespace, patch)
@@ -331,19 +323,19 @@ def renew_server_lease(config: RunConfig, role: Role, iteration: int, *, api_cli
 
 def teardown_role_in_cluster(
     config: RunConfig,
-    role: Role | None = None,
+    server: ServerName | None = None,
     iteration: int | None = None,
     *,
     api_client: k8s.ApiClient | None = None,
 ) -> list[str]:
-    """Delete the run's model servers (all, or one role's / one iteration's); ``Kind/name`` deleted.
+    """Delete the run's model servers (all, or one server's / one iteration's); ``Kind/name`` deleted.
 
     Idempotent: objects already gone (404) are skipped.
     """
     api = api_client or kube_api_client(EndpointError)
     apps, core = k8s.AppsV1Api(api), k8s.CoreV1Api(api)
     namespace = config.pipeline.namespace
-    selector = label_selector(config.run_id, COMPONENT, role, iteration)
+    selector = label_selector(config.run_id, COMPONENT, server, iteration)
     deleted = []
     with api_errors(EndpointError, f"deleting model servers ({selector}) in namespace {namespace}"):
         for kind, list_objects, delete in (

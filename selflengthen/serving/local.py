@@ -65,10 +65,14 @@ def start_local_server(
     served_name: str,
     config: LocalServerConfig,
     *,
+    names_args: list[str] | None = None,
     state_file: str | None = None,
     log_file: str | None = None,
 ) -> ServerHandle:
     """Start a server for ``model_dir`` on a free port and wait until ``GET /v1/models`` answers.
+
+    ``names_args`` (vllm backend): the arguments naming the model and its LoRA adapters
+    (:meth:`selflengthen.serving.plan.ServerPlan.vllm_args`); default ``--served-model-name served_name``.
 
     The server's output goes to ``log_file`` (a temporary file when not given). Raises
     EndpointError, with the tail of that log, when the server exits or stays silent for
@@ -79,7 +83,7 @@ def start_local_server(
     if not (model_path / "config.json").is_file():
         raise EndpointError(f"cannot serve {model_path}: not a model folder (no config.json)")
     port = free_port(config.host)
-    command, model_name = server_command(str(model_path), served_name, config, port)
+    command, model_name = server_command(str(model_path), served_name, config, port, names_args)
     log_path = Path(log_file) if log_file else _temporary_log()
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
@@ -125,14 +129,16 @@ def stop_local_server(handle_or_state_file: ServerHandle | str | os.PathLike) ->
         state_file.unlink(missing_ok=True)
 
 
-def server_command(model_dir: str, served_name: str, config: LocalServerConfig, port: int) -> tuple[list[str], str]:
+def server_command(
+    model_dir: str, served_name: str, config: LocalServerConfig, port: int, names_args: list[str] | None = None
+) -> tuple[list[str], str]:
     """The command line of the configured backend, and the model name requests must carry."""
     if config.backend == "vllm":
         if not config.vllm_python:
             raise EndpointError("serving.local.vllm_python is not set: the python of the vLLM virtual environment")
         command = [
             config.vllm_python, "-m", "vllm.entrypoints.openai.api_server",
-            "--model", model_dir, "--served-model-name", served_name,
+            "--model", model_dir, *(names_args or ["--served-model-name", served_name]),
             "--host", config.host, "--port", str(port),
         ]  # fmt: skip
         return [*command, *config.extra_args], served_name

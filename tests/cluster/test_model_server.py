@@ -14,6 +14,7 @@ from selflengthen.cluster.objects import to_manifest
 from selflengthen.cluster.ownership import RunOwner, parse_expiry
 from selflengthen.errors import EndpointError
 from selflengthen.serving.cluster import build_model_server, serve_role_in_cluster, teardown_role_in_cluster
+from selflengthen.serving.plan import ServerPlan
 from tests.cluster.conftest import NAMESPACE, WALL_CLOCK, cluster_config
 from tests.cluster.fake_kube import FakeKubeAPI, echo, status
 from tests.fixtures.k8s_validation import validate_object
@@ -24,6 +25,14 @@ DEPLOYMENTS = f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments"
 PODS = f"/api/v1/namespaces/{NAMESPACE}/pods"
 SELECTOR_ALL = "selflengthen.io/run-id=demo,app.kubernetes.io/component=model-server"
 SELECTOR_ONE = f"{SELECTOR_ALL},selflengthen.io/role=generator,selflengthen.io/iteration=1"
+
+
+BASE_PLAN = ServerPlan(model="s3://models/base", names=("gen",), roles={"generator": "gen"})
+
+
+def role_server(config, role: str, iteration: int, model: str, adapter: str | None = None, **options: Any):
+    """The objects of ``role``'s own model server (``model``, with ``adapter`` when given)."""
+    return build_model_server(config, role, iteration, ServerPlan.for_role(config, role, model, adapter), **options)
 
 
 def manifest(obj: Any) -> dict[str, Any]:
@@ -44,7 +53,7 @@ def containers(server) -> dict[str, dict[str, Any]]:
 
 def test_base_model_from_s3_is_fetched_by_an_init_container_and_served_under_the_role_name():
     config = cluster_config()
-    server = build_model_server(config, "generator", 1, "s3://models/base")
+    server = role_server(config, "generator", 1, "s3://models/base")
     vllm, fetch = containers(server)["vllm"], containers(server)["fetch-model"]
     assert vllm["image"] == config.serving.cluster.image
     assert vllm["command"] == ["python3", "-m", "vllm.entrypoints.openai.api_server"]
@@ -61,24 +70,23 @@ def test_base_model_from_s3_is_fetched_by_an_init_container_and_served_under_the
 
 def test_an_adapter_is_served_by_the_role_name_over_the_base():
     config = cluster_config(training__lora__r=24)
-    server = build_model_server(
-        config, "extender", 2, "s3://models/base", "s3://runs/demo/iteration-1/train/extender/adapter"
+    server = role_server(config, "extender", 2, "s3://models/base", "s3://runs/demo/iteration-1/train/extender/adapter"
     )
     vllm, fetch = containers(server)["vllm"], containers(server)["fetch-model"]
     args = vllm["args"]
     assert args[args.index("--served-model-name") + 1] == "ext-base"
-    assert args[args.index("--enable-lora") :] == [
-        "--enable-lora", "--lora-modules", "ext=/models/adapter", "--max-lora-rank", "32",
+    assert args[args.index("--enable-lora") : args.index("--host")] == [
+        "--enable-lora", "--lora-modules", "ext=/models/adapters/ext", "--max-lora-rank", "32", "--max-loras", "1",
     ]  # fmt: skip
     assert fetch["args"] == [
         "s3://models/base=/models/base",
-        "s3://runs/demo/iteration-1/train/extender/adapter=/models/adapter",
+        "s3://runs/demo/iteration-1/train/extender/adapter=/models/adapters/ext",
     ]
 
 
 def test_a_hub_model_is_downloaded_by_vllm_with_the_token_from_its_secret():
     config = cluster_config(serving__cluster__hf_token_secret="hf")
-    server = build_model_server(config, "generator", 1, "Qwen/Qwen2.5-7B-Instruct")
+    server = role_server(config, "generator", 1, "Qwen/Qwen2.5-7B-Instruct")
     spec = pod_spec(server)
     assert "initContainers" not in spec
     vllm = spec["containers"][0]
@@ -99,16 +107,16 @@ def test_a_hub_model_is_downloaded_by_vllm_with_the_token_from_its_secret():
 )
 def test_models_that_pods_cannot_read_are_refused(model, adapter, message):
     with pytest.raises(EndpointError, match=message):
-        build_model_server(cluster_config(), "generator", 1, model, adapter)
+        role_server(cluster_config(), "generator", 1, model, adapter)
 
 
 def test_a_lora_rank_vllm_cannot_serve_is_refused():
     with pytest.raises(EndpointError, match="training.lora.r = 1024"):
-        build_model_server(cluster_config(training__lora__r=1024), "generator", 1, "s3://m/b", "s3://m/adapter")
+        role_server(cluster_config(training__lora__r=1024), "generator", 1, "s3://m/b", "s3://m/adapter")
 
 
 def test_pods_run_non_root_without_capabilities_on_a_read_only_root():
-    server = build_model_server(cluster_config(), "generator", 1, "s3://models/base", "s3://m/adapter")
+    server = role_server(cluster_config(), "generator", 1, "s3://models/base", "s3://m/adapter")
     spec = pod_spec(server)
     assert spec["securityContext"] == {
         "runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
@@ -138,7 +146,7 @@ def test_probes_resources_and_placement():
         serving__cluster__tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
         serving__cluster__ready_timeout_s=600,
     )
-    server = build_model_server(config, "generator", 1, "s3://models/base")
+    server = role_server(config, "generator", 1, "s3://models/base")
     spec = pod_spec(server)
     vllm = spec["containers"][0]
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
@@ -155,7 +163,7 @@ def test_probes_resources_and_placement():
 
 
 def test_labels_select_the_run_role_and_iteration():
-    server = build_model_server(cluster_config(), "generator", 1, "s3://models/base")
+    server = role_server(cluster_config(), "generator", 1, "s3://models/base")
     deployment, service = manifest(server.deployment), manifest(server.service)
     labels = {
         "app.kubernetes.io/name": "vllm",
@@ -176,7 +184,7 @@ def test_labels_select_the_run_role_and_iteration():
 
 def test_credentials_come_from_secrets_and_never_appear_in_the_spec():
     config = cluster_config(pipeline__api_key_secret="api-key", storage__access_key_env="S3_KEY")
-    server = build_model_server(config, "generator", 1, "s3://models/base", "s3://m/adapter")
+    server = role_server(config, "generator", 1, "s3://models/base", "s3://m/adapter")
     fetch_env = {item["name"]: item for item in containers(server)["fetch-model"]["env"]}
     assert fetch_env["S3_KEY"]["valueFrom"] == {"secretKeyRef": {"name": "selflengthen-s3", "key": "AWS_ACCESS_KEY_ID"}}
     assert fetch_env["AWS_SECRET_ACCESS_KEY"]["valueFrom"] == {
@@ -194,9 +202,9 @@ def test_credentials_come_from_secrets_and_never_appear_in_the_spec():
 
 def test_long_run_ids_give_valid_dns_names():
     run_id = "a-very-long-run-identifier-that-goes-on-and-on-and-on-until-63"
-    server = build_model_server(cluster_config(run_id=run_id), "extender", 12, "s3://models/base")
+    server = role_server(cluster_config(run_id=run_id), "extender", 12, "s3://models/base")
     assert len(server.name) <= 63 and re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", server.name)
-    other = build_model_server(cluster_config(run_id=run_id), "extender", 13, "s3://models/base")
+    other = role_server(cluster_config(run_id=run_id), "extender", 13, "s3://models/base")
     assert other.name != server.name
 
 
@@ -204,7 +212,7 @@ def test_the_objects_are_valid_kubernetes_objects():
     config = cluster_config(
         pipeline__api_key_secret="k", serving__cluster__tolerations=[{"key": "gpu", "operator": "Exists"}]
     )
-    server = build_model_server(config, "generator", 1, "s3://models/base", "s3://m/adapter")
+    server = role_server(config, "generator", 1, "s3://models/base", "s3://m/adapter")
     validate_object(manifest(server.deployment))
     validate_object(manifest(server.service))
 
@@ -212,7 +220,7 @@ def test_the_objects_are_valid_kubernetes_objects():
 def test_the_run_owner_and_its_lease_go_on_every_object():
     owner = RunOwner(k8s.V1OwnerReference(api_version="argoproj.io/v1alpha1", kind="Workflow", name="wf-1", uid="wf-uid", controller=False, block_owner_deletion=False))
     config = cluster_config()
-    server = build_model_server(config, "generator", 1, "s3://models/base", owner=owner)
+    server = role_server(config, "generator", 1, "s3://models/base", owner=owner)
     for obj in (server.deployment, server.service):
         metadata = manifest(obj)["metadata"]
         assert metadata["ownerReferences"] == [
@@ -236,7 +244,7 @@ def step_pod(uid: str, namespace: str = NAMESPACE) -> dict[str, Any]:
 
 
 def deployment_state(config, *, ready: bool, conditions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    body = manifest(build_model_server(config, "generator", 1, "s3://models/base").deployment)
+    body = manifest(role_server(config, "generator", 1, "s3://models/base").deployment)
     body["metadata"]["generation"] = 1
     body["status"] = {
         "observedGeneration": 1,
@@ -278,12 +286,11 @@ def test_serve_creates_the_objects_waits_until_ready_and_returns_the_url(kube: F
     kube.reply("GET", PODS, 200, pod_list(waiting("ContainerCreating")))
     kube.reply("GET", f"{DEPLOYMENTS}/{NAME}", 200, deployment_state(config, ready=True))
 
-    url = serve_role_in_cluster(
-        config, "generator", 1, "s3://models/base", api_client=kube.api_client, poll_interval_s=5
-    )
+    plan = ServerPlan.for_role(config, "generator", "s3://models/base")
+    url = serve_role_in_cluster(config, "generator", 1, plan, api_client=kube.api_client, poll_interval_s=5)
 
     assert url == f"http://{NAME}.{NAMESPACE}.svc:8000/v1"
-    server = build_model_server(config, "generator", 1, "s3://models/base")
+    server = role_server(config, "generator", 1, "s3://models/base")
     service_body, deployment_body = kube.requests[1].body, kube.requests[2].body
     owner = [{"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow", "name": "selflengthen-x7k2p", "uid": "wf-uid", "controller": False, "blockOwnerDeletion": False}]
     expected = {"service": manifest(server.service), "deployment": manifest(server.deployment)}
@@ -305,9 +312,9 @@ def test_serve_again_replaces_the_objects_of_a_previous_attempt(kube: FakeKubeAP
     kube.reply("PUT", f"{DEPLOYMENTS}/{NAME}", 200, echo(generation=2))
     kube.reply("GET", f"{DEPLOYMENTS}/{NAME}", 200, deployment_state(config, ready=True))
 
-    serve_role_in_cluster(config, "generator", 1, "s3://models/base", api_client=kube.api_client)
+    serve_role_in_cluster(config, "generator", 1, ServerPlan.for_role(config, "generator", "s3://models/base"), api_client=kube.api_client)
 
-    server = build_model_server(config, "generator", 1, "s3://models/base")
+    server = role_server(config, "generator", 1, "s3://models/base")
     assert kube.requests[1].body == manifest(server.service)
     assert kube.requests[3].body == manifest(server.deployment)
 
@@ -316,7 +323,7 @@ def test_a_forbidden_create_names_the_object_and_rbac(kube: FakeKubeAPI):
     message = 'services is forbidden: User "system:serviceaccount:ns1:default" cannot create resource "services"'
     kube.reply("POST", SERVICES, 403, status(403, "Forbidden", message))
     with pytest.raises(EndpointError) as raised:
-        serve_role_in_cluster(cluster_config(), "generator", 1, "s3://models/base", api_client=kube.api_client)
+        serve_role_in_cluster(cluster_config(), "generator", 1, BASE_PLAN, api_client=kube.api_client)
     text = str(raised.value)
     assert f"creating Service {NAMESPACE}/{NAME}" in text and "HTTP 403" in text and "RBAC" in text
     assert 'cannot create resource "services"' in text
@@ -334,7 +341,7 @@ def test_a_conflicting_replace_is_a_clear_error(kube: FakeKubeAPI):
     with pytest.raises(
         EndpointError, match=r"creating Deployment ns1/sl-demo-generator-it1: HTTP 409 - conflict.*has been modified"
     ):
-        serve_role_in_cluster(cluster_config(), "generator", 1, "s3://models/base", api_client=kube.api_client)
+        serve_role_in_cluster(cluster_config(), "generator", 1, BASE_PLAN, api_client=kube.api_client)
 
 
 def test_an_invalid_object_names_the_fields(kube: FakeKubeAPI):
@@ -348,13 +355,13 @@ def test_an_invalid_object_names_the_fields(kube: FakeKubeAPI):
     kube.reply("POST", SERVICES, 201, echo())
     kube.reply("POST", DEPLOYMENTS, 422, status(422, "Invalid", "Deployment.apps is invalid", causes))
     with pytest.raises(EndpointError, match=r"HTTP 422 .*invalid.*resources\.limits\[memory\]: Invalid value"):
-        serve_role_in_cluster(cluster_config(), "generator", 1, "s3://models/base", api_client=kube.api_client)
+        serve_role_in_cluster(cluster_config(), "generator", 1, BASE_PLAN, api_client=kube.api_client)
 
 
 def test_an_unreachable_api_server_is_a_clear_error(kube: FakeKubeAPI):
     kube.fail("POST", SERVICES, urllib3.exceptions.MaxRetryError(None, "/api", "Connection refused"))
     with pytest.raises(EndpointError, match="could not be reached"):
-        serve_role_in_cluster(cluster_config(), "generator", 1, "s3://models/base", api_client=kube.api_client)
+        serve_role_in_cluster(cluster_config(), "generator", 1, BASE_PLAN, api_client=kube.api_client)
 
 
 def expect_teardown(kube: FakeKubeAPI, *, selector: str = SELECTOR_ONE) -> None:
@@ -421,7 +428,7 @@ def test_a_pod_that_cannot_start_ends_the_wait_at_once_with_its_events_and_log(k
     expect_teardown(kube)
 
     with pytest.raises(EndpointError) as raised:
-        serve_role_in_cluster(config, "generator", 1, "s3://models/base", api_client=kube.api_client)
+        serve_role_in_cluster(config, "generator", 1, ServerPlan.for_role(config, "generator", "s3://models/base"), api_client=kube.api_client)
     message = str(raised.value)
     assert clock.now == 0, "no waiting"
     assert "cannot start" in message and cause in message
@@ -448,7 +455,7 @@ def test_a_possibly_passing_state_gets_its_grace_then_fails(kube: FakeKubeAPI, c
     kube.reply("GET", f"{PODS}/{POD}/log", 400, status(400, "BadRequest", "waiting to start"))
     expect_teardown(kube)
     with pytest.raises(EndpointError, match=r"ImagePullBackOff: rate limited \(for 10 s\)[\s\S]*toomanyrequests"):
-        serve_role_in_cluster(config, "generator", 1, "s3://models/base", api_client=kube.api_client, poll_interval_s=5)
+        serve_role_in_cluster(config, "generator", 1, ServerPlan.for_role(config, "generator", "s3://models/base"), api_client=kube.api_client, poll_interval_s=5)
     assert clock.now == 10
 
 
@@ -471,7 +478,7 @@ def test_a_server_that_never_gets_ready_times_out_with_the_pod_states(kube: Fake
     expect_teardown(kube)
 
     with pytest.raises(EndpointError) as raised:
-        serve_role_in_cluster(config, "generator", 1, "s3://models/base", api_client=kube.api_client, poll_interval_s=5)
+        serve_role_in_cluster(config, "generator", 1, ServerPlan.for_role(config, "generator", "s3://models/base"), api_client=kube.api_client, poll_interval_s=5)
     assert "not ready after 10 s (serving.cluster.ready_timeout_s)" in str(raised.value)
     assert "Unschedulable: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu." in str(raised.value)
     assert clock.now == 10
@@ -495,7 +502,7 @@ def test_a_passed_progress_deadline_fails(kube: FakeKubeAPI, clock):
     kube.reply("GET", PODS, 200, pulling)
     expect_teardown(kube)
     with pytest.raises(EndpointError, match=r"has timed out progressing.*ImagePullBackOff"):
-        serve_role_in_cluster(config, "generator", 1, "s3://models/base", api_client=kube.api_client)
+        serve_role_in_cluster(config, "generator", 1, ServerPlan.for_role(config, "generator", "s3://models/base"), api_client=kube.api_client)
 
 
 def test_transient_api_errors_while_waiting_are_retried(kube: FakeKubeAPI, clock):
@@ -504,7 +511,7 @@ def test_transient_api_errors_while_waiting_are_retried(kube: FakeKubeAPI, clock
     kube.reply("POST", DEPLOYMENTS, 201, echo(generation=1))
     kube.reply("GET", f"{DEPLOYMENTS}/{NAME}", 503, status(503, "ServiceUnavailable", "etcd leader changed"))
     kube.reply("GET", f"{DEPLOYMENTS}/{NAME}", 200, deployment_state(config, ready=True))
-    assert serve_role_in_cluster(config, "generator", 1, "s3://models/base", api_client=kube.api_client).endswith("/v1")
+    assert serve_role_in_cluster(config, "generator", 1, ServerPlan.for_role(config, "generator", "s3://models/base"), api_client=kube.api_client).endswith("/v1")
 
 
 def test_teardown_deletes_by_labels_and_tolerates_what_is_gone(kube: FakeKubeAPI):
@@ -531,3 +538,36 @@ def test_teardown_without_permission_is_a_clear_error(kube: FakeKubeAPI):
     kube.reply("GET", DEPLOYMENTS, 403, status(403, "Forbidden", 'cannot list resource "deployments"'))
     with pytest.raises(EndpointError, match=r"deleting model servers .* in namespace ns1: HTTP 403 - forbidden"):
         teardown_role_in_cluster(cluster_config(), "generator", 1, api_client=kube.api_client)
+
+
+# --------------------------------------------------------------------------- serving.layout shared, replicas
+
+
+def test_the_shared_server_serves_the_base_and_both_roles_as_adapters_by_name():
+    config = cluster_config(serving__cluster__replicas=3)
+    adapters = {"generator": "s3://runs/demo/iteration-1/train/generator/adapter", "extender": "s3://runs/demo/iteration-1/train/extender/adapter"}
+    plan = ServerPlan.shared(config, "s3://models/base", on_base=[], adapters=adapters)
+    server = build_model_server(config, "shared", 2, plan)
+    vllm, fetch = containers(server)["vllm"], containers(server)["fetch-model"]
+    assert vllm["args"][: vllm["args"].index("--host")] == [
+        "--model", "/models/base", "--served-model-name", "base", "--enable-lora",
+        "--lora-modules", "gen=/models/adapters/gen", "ext=/models/adapters/ext", "--max-lora-rank", "8", "--max-loras", "2",
+    ]  # fmt: skip
+    assert fetch["args"] == [
+        "s3://models/base=/models/base",
+        f"{adapters['generator']}=/models/adapters/gen",
+        f"{adapters['extender']}=/models/adapters/ext",
+    ]
+    assert plan.roles == {"base": "base", "generator": "gen", "extender": "ext"}
+    body = manifest(server.deployment)
+    assert server.name == "sl-demo-shared-it2" and body["spec"]["replicas"] == 3
+    assert body["metadata"]["labels"]["selflengthen.io/role"] == "shared"
+    assert manifest(server.service)["spec"]["selector"] == {"app.kubernetes.io/instance": "sl-demo-shared-it2"}
+
+
+def test_while_the_roles_are_the_base_the_shared_server_answers_to_every_name_without_lora():
+    config = cluster_config()
+    plan = ServerPlan.shared(config, "s3://models/base", on_base=["generator", "extender"], adapters={})
+    args = containers(build_model_server(config, "shared", 1, plan))["vllm"]["args"]
+    assert args[: args.index("--host")] == ["--model", "/models/base", "--served-model-name", "base", "gen", "ext"]
+    assert plan.roles == {"base": "base", "generator": "gen", "extender": "ext"}

@@ -72,12 +72,18 @@ def test_helm_lint_is_clean(helm_bin: Path):
 
 
 @pytest.mark.integration
-def test_helm_refuses_values_outside_the_schema(helm_bin: Path):
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("minio.image=quay.io/minio/minio:latest", "minio/image"),  # outside the schema
+        ("registration.enabled=true", "--set-file registration.pipeline="),  # registration without the pipeline
+    ],
+)
+def test_helm_refuses_bad_values(helm_bin: Path, value: str, message: str):
     result = subprocess.run(
-        [str(helm_bin), "template", "x", str(CHART), "--set", "minio.image=quay.io/minio/minio:latest"],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    assert result.returncode != 0 and "minio/image" in result.stderr
+        [str(helm_bin), "template", "x", str(CHART), "--set", value], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode != 0 and message in result.stderr
 
 
 @pytest.mark.integration
@@ -101,7 +107,8 @@ def test_serviceaccount_and_rbac_templates(helm_template):
         )
     )
     assert ("ServiceAccount", "kubeflow-runner") not in objects
-    role, binding = objects[("Role", "kubeflow-runner")], objects[("RoleBinding", "kubeflow-runner")]
+    # fixed names: a profile's own RoleBinding is called default-editor, the account the runs may use
+    role, binding = objects[("Role", "selflengthen-runner")], objects[("RoleBinding", "selflengthen-runner")]
     assert all(rule["apiGroups"] != ["argoproj.io"] for rule in role["rules"])
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "kubeflow-runner", "namespace": "selflengthen"}]
     assert role["metadata"]["labels"]["team"] == "ml"
@@ -110,13 +117,15 @@ def test_serviceaccount_and_rbac_templates(helm_template):
 
 
 @pytest.mark.integration
-def test_rbac_is_namespaced_and_never_reads_secrets(helm_template):
+def test_rbac_is_namespaced_and_reads_only_the_artifact_secret(helm_template):
     objects = helm_template("minio.enabled=true")
     assert not {obj["kind"] for obj in objects} & {"ClusterRole", "ClusterRoleBinding"}
     roles = [obj for obj in objects if obj["kind"] == "Role"]
     assert len(roles) == 2
     for rule in (rule for role in roles for rule in role["rules"]):
-        assert "secrets" not in rule["resources"] and "*" not in rule["resources"] + rule["verbs"]
+        assert "*" not in rule["resources"] + rule["verbs"]
+        # one Secret, by name: the KFP artifact store's, which the launcher reads (tests/deploy/test_rbac.py)
+        assert "secrets" not in rule["resources"] or (rule["resourceNames"] == ["mlpipeline-minio-artifact"] and rule["verbs"] == ["get"])
 
 
 @pytest.mark.integration
@@ -223,3 +232,51 @@ def test_helm_and_kustomize_install_the_same_objects(helm_template, kustomize):
         assert obj["metadata"]["namespace"] == other["metadata"]["namespace"]
         for field in ("spec", "rules", "roleRef", "subjects"):
             assert obj.get(field) == other.get(field), f"{key}: {field} differs"
+
+
+COMPILED = CHART.parents[1] / "pipelines" / "compiled" / "selflengthen-cluster.yaml"
+
+
+def render_registration(helm_bin: Path, *values: str) -> dict:
+    arguments = [argument for value in values for argument in ("--set", value)]
+    result = run_tool(
+        helm_bin, "template", "selflengthen", CHART, "--namespace", "team-a", "--set", "registration.enabled=true",
+        "--set-file", f"registration.pipeline={COMPILED}", *arguments,
+    )  # fmt: skip
+    return by_kind_and_name([obj for obj in yaml.safe_load_all(result.stdout) if obj])
+
+
+@pytest.mark.integration
+def test_the_registration_job_uploads_the_compiled_pipeline_on_every_sync(helm_bin: Path):
+    objects = render_registration(helm_bin)
+    for key in [("ConfigMap", "selflengthen-pipeline"), ("ServiceAccount", "selflengthen-register"), ("Role", "selflengthen-register"),
+                ("NetworkPolicy", "selflengthen-register"), ("Job", "selflengthen-register")]:  # fmt: skip
+        validate_object(objects[key])
+    assert objects[("ConfigMap", "selflengthen-pipeline")]["data"]["selflengthen.yaml"] == COMPILED.read_text()
+    job = objects[("Job", "selflengthen-register")]
+    annotations = job["metadata"]["annotations"]
+    assert annotations["helm.sh/hook"] == "post-install,post-upgrade" and annotations["argocd.argoproj.io/hook"] == "PostSync"
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["command"] == ["selflengthen", "register", "--pipeline", "/pipeline/selflengthen.yaml"]
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    assert env["KF_PIPELINES_ENDPOINT"] == "http://ml-pipeline.kubeflow.svc.cluster.local:8888"
+    (token,) = [volume for volume in pod["volumes"] if volume["name"] == "kfp-token"]
+    assert token["projected"]["sources"][0]["serviceAccountToken"]["audience"] == "pipelines.kubeflow.org"
+    assert pod["serviceAccountName"] == "selflengthen-register" and pod["automountServiceAccountToken"] is False
+    assert objects[("Role", "selflengthen-register")]["rules"] == [
+        {"apiGroups": ["pipelines.kubeflow.org"], "resources": ["pipelines", "pipelines/versions"], "verbs": ["create", "get", "list"]}
+    ]
+    standalone = render_registration(helm_bin, "kubeflow.mode=standalone", "registration.host=https://kfp.example.com")
+    assert ("Role", "selflengthen-register") not in standalone  # standalone KFP authorizes no one
+    (container,) = standalone[("Job", "selflengthen-register")]["spec"]["template"]["spec"]["containers"]
+    assert {item["name"]: item.get("value") for item in container["env"]}["KF_PIPELINES_ENDPOINT"] == "https://kfp.example.com"
+
+
+@pytest.mark.integration
+def test_the_model_cache_pvc_is_read_write_many(helm_template):
+    objects = by_kind_and_name(helm_template("modelCache.create=true", "modelCache.storageClassName=nfs"))
+    claim = objects[("PersistentVolumeClaim", "selflengthen-models")]
+    validate_object(claim)
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"] and claim["spec"]["storageClassName"] == "nfs"
+    assert claim["spec"]["resources"]["requests"]["storage"] == "500Gi"

@@ -36,6 +36,12 @@ MINIO_OBJECTS = {
     [
         ("base", "selflengthen", BASE_OBJECTS),
         ("overlays/prod", "selflengthen", BASE_OBJECTS),
+        ("overlays/standalone", "selflengthen", BASE_OBJECTS - {("ServiceAccount", "selflengthen-runner")}),
+        (
+            "overlays/multi-user",
+            "kubeflow-user-example-com",
+            BASE_OBJECTS - {("ServiceAccount", "selflengthen-runner"), ("Namespace", "selflengthen")},
+        ),
         (
             "overlays/dev",
             "selflengthen-dev",
@@ -52,8 +58,9 @@ def test_every_object_is_valid_and_in_its_namespace(kustomize, folder, namespace
             assert obj["metadata"]["namespace"] == namespace, obj["metadata"]
         assert obj["metadata"]["labels"]["app.kubernetes.io/part-of"] == "selflengthen"
     bindings = {obj["metadata"]["name"]: obj for obj in objects if obj["kind"] == "RoleBinding"}
-    for account in ("selflengthen-runner", "selflengthen-janitor"):
-        assert bindings[account]["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": namespace}]
+    assert bindings["selflengthen-janitor"]["subjects"] == [{"kind": "ServiceAccount", "name": "selflengthen-janitor", "namespace": namespace}]
+    if ("ServiceAccount", "selflengthen-runner") in expected:  # else: the Kubeflow mode's own account (test_rbac.py)
+        assert bindings["selflengthen-runner"]["subjects"] == [{"kind": "ServiceAccount", "name": "selflengthen-runner", "namespace": namespace}]
 
 
 def test_the_base_namespace_is_the_config_default(kustomize):
@@ -70,5 +77,5 @@ def test_prod_runs_trainers_on_gpu_nodes(kustomize):
 
 
 def test_no_secret_is_ever_rendered(kustomize):
-    for folder in ("base", "overlays/dev", "overlays/prod"):
+    for folder in ("base", "overlays/dev", "overlays/prod", "overlays/standalone", "overlays/multi-user"):
         assert all(obj["kind"] != "Secret" for obj in kustomize(folder))

@@ -10,6 +10,7 @@ import yaml
 
 from selflengthen.cluster.objects import to_manifest
 from selflengthen.serving.cluster import build_model_server
+from selflengthen.serving.plan import ServerPlan
 from tests.cluster.conftest import cluster_config
 from tests.deploy.conftest import ROOT, run_tool
 
@@ -30,20 +31,29 @@ CHECKOV_SKIPS = {
 
 
 @pytest.fixture(scope="module")
-def rendered(tmp_path_factory, helm_template, kustomize) -> Path:
+def rendered(tmp_path_factory, helm_bin, helm_template, kustomize) -> Path:
     """Every object the project can create, one YAML file per source, in one folder."""
     folder = tmp_path_factory.mktemp("rendered")
-    config = cluster_config(pipeline__api_key_secret="api-key", serving__cluster__hf_token_secret="hf")
-    server = build_model_server(config, "generator", 1, "s3://models/base", "s3://runs/demo/adapter")
+    config = cluster_config(pipeline__api_key_secret="api-key", serving__cluster__hf_token_secret="hf", execution__model_cache_pvc="models")
+    plan = ServerPlan.shared(config, "s3://models/base", on_base=[], adapters={"generator": "s3://runs/demo/g", "extender": "s3://runs/demo/e"})
+    server = build_model_server(config, "shared", 1, plan)
     sources = {
         "helm-default": helm_template(),
-        "helm-minio": helm_template("minio.enabled=true"),
+        "helm-minio": helm_template("minio.enabled=true", "modelCache.create=true"),
+        "helm-standalone": helm_template("kubeflow.mode=standalone", "minio.enabled=true"),
+        "kustomize-standalone": kustomize("overlays/standalone"),
+        "kustomize-multi-user": kustomize("overlays/multi-user"),
         "kustomize-dev": kustomize("overlays/dev"),
         "kustomize-prod": kustomize("overlays/prod"),
         "model-server": [to_manifest(server.deployment), to_manifest(server.service)],
     }
     for name, objects in sources.items():
         (folder / f"{name}.yaml").write_text(yaml.safe_dump_all(objects))
+    registration = run_tool(
+        helm_bin, "template", "selflengthen", ROOT / "helm" / "selflengthen", "--namespace", "selflengthen", "--set", "registration.enabled=true",
+        "--set-file", f"registration.pipeline={ROOT / 'pipelines' / 'compiled' / 'selflengthen-cluster.yaml'}",
+    )  # fmt: skip
+    (folder / "helm-registration.yaml").write_text(registration.stdout)
     return folder
 
 
@@ -57,7 +67,7 @@ def test_checkov_passes_on_every_rendered_object(checkov_bin, rendered):
     assert summary["failed"] == 0 and summary["parsing_errors"] == 0, summary
     assert summary["passed"] > 100, summary
     scanned = {check["resource"].split(".")[0] for check in report["results"]["passed_checks"]}
-    assert {"Deployment", "Service", "Role", "RoleBinding", "ServiceAccount", "CronJob"} <= scanned
+    assert {"Deployment", "Service", "Role", "RoleBinding", "ServiceAccount", "CronJob", "Job"} <= scanned
 
 
 @pytest.mark.parametrize("dockerfile", ["Dockerfile.runtime", "Dockerfile.trainer"])

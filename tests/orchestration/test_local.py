@@ -38,13 +38,17 @@ def test_artefacts_on_s3_stay_there(tmp_path) -> None:
 
 
 def test_count_tasks_counts_container_tasks_of_every_sub_pipeline() -> None:
-    one = count_tasks(build_pipeline(run_config("/r", iterations=1, eval={"enabled": False})))
-    two = count_tasks(build_pipeline(run_config("/r", iterations=2, eval={"enabled": False})))
+    by_generator = {"eval": {"enabled": False}, "self_instruct": {"model": "generator"}}
+    one = count_tasks(build_pipeline(run_config("/r", iterations=1, **by_generator)))
+    two = count_tasks(build_pipeline(run_config("/r", iterations=2, **by_generator)))
     per_iteration = 12  # 2 serve, held-out, self-instruct, generate, extend, 2 teardown, select, sft-data, 2 train
     assert two - one == per_iteration
     # identify-run, prepare, report, exit handler + final: serve, held-out, self-instruct, collect, length control,
     # teardown, train, then the final model's serve, held-out answers and teardown
     assert one == per_iteration + 4 + 7 + 3
+    # self-instruct by the base model (the reference): its own server in each phase that proposes (sequential layout)
+    by_base = count_tasks(build_pipeline(run_config("/r", iterations=1, eval={"enabled": False})))
+    assert by_base == one + 2 + 2
 
 
 def test_pipeline_log_keeps_everything_and_shows_progress() -> None:

@@ -21,7 +21,7 @@ def test_serve_replace_teardown_and_teardown_of_the_run(tmp_path, untrained_mode
     monkeypatch.setenv(serving.LOCAL_DIR_ENV, str(tmp_path))
     config = run_config(str(tmp_path / "runs"), model={"base": str(untrained_model_dir)})
     storage = get_storage()
-    first = serving.serve(config, phase="iteration-1", role="generator", model=str(untrained_model_dir))
+    first = serving.serve(config, phase="iteration-1", server="generator", models={"generator": str(untrained_model_dir)})
     assert first == RunLayout(config).server_record("iteration-1", "generator")
     old = serving.ServerRecord.model_validate_json(storage.read_text(first))
     endpoint = serving.endpoint_for(config, first, "generator")
@@ -30,16 +30,16 @@ def test_serve_replace_teardown_and_teardown_of_the_run(tmp_path, untrained_mode
     assert (tmp_path / "logs" / "server-iteration-1-generator.log").exists()
 
     # A rerun of the same serve step (the first run was killed) replaces the server it left.
-    again = serving.serve(config, phase="iteration-1", role="generator", model=str(untrained_model_dir))
+    again = serving.serve(config, phase="iteration-1", server="generator", models={"generator": str(untrained_model_dir)})
     new = serving.ServerRecord.model_validate_json(storage.read_text(again))
     assert new.pid != old.pid and not alive(old.pid) and alive(new.pid)
     assert serving.with_endpoint(config, again, "generator").serving.generator.base_url == new.base_url
 
-    other = serving.serve(config, phase="iteration-1", role="extender", model=str(untrained_model_dir))
+    other = serving.serve(config, phase="iteration-1", server="extender", models={"extender": str(untrained_model_dir)})
     other_pid = serving.ServerRecord.model_validate_json(storage.read_text(other)).pid
-    assert serving.teardown(config, phase="iteration-1", role="generator") == [f"iteration-1 generator (pid {new.pid})"]
+    assert serving.teardown(config, phase="iteration-1", server="generator") == [f"iteration-1 generator (pid {new.pid})"]
     assert not alive(new.pid) and not storage.exists(again)
-    assert serving.teardown(config, phase="iteration-1", role="generator") == []
+    assert serving.teardown(config, phase="iteration-1", server="generator") == []
 
     assert serving.teardown_run(config) == [f"iteration-1 extender (pid {other_pid})"]
     assert not alive(other_pid) and storage.list(RunLayout(config).serving()) == []
@@ -55,7 +55,7 @@ def test_a_lora_result_without_a_merged_model_is_refused_locally(tmp_path) -> No
     get_storage().write_text(join_uri(output, COMPLETE_NAME), trained.model_dump_json())
     assert serving.served_model(get_storage(), output) == serving.ServedModel(model="/models/base", adapter=join_uri(output, "adapter"))
     with pytest.raises(EndpointError, match="training.save_merged"):
-        serving.serve(config, phase="iteration-2", role="generator", model=output)
+        serving.serve(config, phase="iteration-2", server="generator", models={"generator": output})
 
 
 def test_missing_records_are_clear_errors(tmp_path) -> None:
@@ -126,3 +126,66 @@ def test_a_failed_cluster_delete_still_deletes_the_rest_and_fails_the_exit_handl
     with pytest.raises(EndpointError, match="left cluster objects behind: deleting model servers .* HTTP 403"):
         serving.teardown_run(config, api_client=kube.api_client)
     kube.assert_done()
+
+
+# --------------------------------------------------------------------------- serving.layout shared on Kubeflow
+
+
+def trained_adapter(storage, output: str, role: str, base: str) -> str:
+    """A finished LoRA training output at ``output`` (its COMPLETE marker) for ``role`` over ``base``."""
+    adapter = join_uri(output, "adapter")
+    trained = TrainedModel(
+        role=role, method="lora", base_model=base, adapter=adapter, model=None, steps=1, completed_at=datetime.now(timezone.utc)
+    )
+    storage.write_text(join_uri(output, COMPLETE_NAME), trained.model_dump_json())
+    return adapter
+
+
+@pytest.mark.integration
+def test_the_shared_server_answers_each_stage_by_its_role_name_with_concurrency_scaled_to_replicas(
+    monkeypatch, s3_storage_config, s3_bucket
+) -> None:
+    from tests.cluster.fake_kube import echo
+
+    root = f"s3://{s3_bucket}"
+    config = run_config(
+        f"{root}/runs",
+        model={"base": f"{root}/models/base"},
+        storage=s3_storage_config.model_dump(),
+        serving={"generator": {"model": "generator", "max_concurrency": 16}, "extender": {"model": "extender"}, "cluster": {"replicas": 4}},
+        pipeline={"namespace": NS},
+        execution={"target": "kubeflow"},
+    )
+    assert config.serving.layout == "shared"
+    storage = get_storage(config.storage)
+    adapters = {role: trained_adapter(storage, f"{root}/runs/unit/iteration-1/train/{role}", role, config.model.base) for role in ("generator", "extender")}
+    name = "sl-unit-shared-it2"
+    kube = FakeKubeAPI()
+    kube.reply("POST", SERVICES, 201, echo(uid="s1"))
+    kube.reply("POST", DEPLOYMENTS, 201, echo(uid="d1", generation=1))
+    ready = {"observedGeneration": 1, "replicas": 4, "updatedReplicas": 4, "availableReplicas": 4}
+    kube.reply("GET", f"{DEPLOYMENTS}/{name}", 200, lambda request: {**kube.requests[1].body, "metadata": {**kube.requests[1].body["metadata"], "generation": 1}, "status": ready})
+    monkeypatch.setattr("selflengthen.serving.cluster.kube_api_client", lambda error_type: kube.api_client)
+
+    models = {"base": config.model.base, "generator": f"{root}/runs/unit/iteration-1/train/generator", "extender": f"{root}/runs/unit/iteration-1/train/extender"}
+    record_uri = serving.serve(config, phase="iteration-2", server="shared", models=models)
+
+    kube.assert_done()
+    deployment = kube.requests[1].body
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert deployment["spec"]["replicas"] == 4
+    assert args[: args.index("--host")] == [
+        "--model", "/models/base", "--served-model-name", "base", "--enable-lora",
+        "--lora-modules", "generator=/models/adapters/generator", "extender=/models/adapters/extender",
+        "--max-lora-rank", "8", "--max-loras", "2",
+    ]  # fmt: skip
+    fetch = deployment["spec"]["template"]["spec"]["initContainers"][0]["args"]
+    assert fetch == [f"{config.model.base}=/models/base", *(f"{adapters[role]}=/models/adapters/{role}" for role in ("generator", "extender"))]
+    # every stage reaches the one server, under its role's name; the base model under its own
+    generator = serving.endpoint_for(config, record_uri, "generator")
+    extender = serving.endpoint_for(config, record_uri, "extender")
+    proposer = serving.with_endpoint(config, record_uri, "generator", model=config.self_instruct.model).serving.generator
+    assert generator.base_url == extender.base_url == proposer.base_url == f"http://{name}.{NS}.svc:8000/v1"
+    assert (generator.model, extender.model, proposer.model) == ("generator", "extender", "base")
+    assert generator.model_source.startswith(models["generator"]) and proposer.model_source == config.model.base
+    assert generator.max_concurrency == 16 * 4 and extender.max_concurrency == 32 * 4  # the Service spreads them over 4 replicas

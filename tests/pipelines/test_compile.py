@@ -1,5 +1,6 @@
 """The compiled pipeline: kept up to date in the repository, and shaped as the design says."""
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -64,16 +65,88 @@ def test_iterations_are_unrolled_each_feeding_the_next(tmp_path: Path) -> None:
     assert body["report"]["dependentTasks"] == ["final", "identify-run"]
 
 
-def test_an_iteration_tears_servers_down_before_selecting_and_training(tmp_path: Path) -> None:
-    spec, _ = compiled(load_config(CLUSTER_CONFIG), tmp_path)
+def serving_tasks(tasks: dict) -> tuple[dict[str, str], dict[str, str]]:
+    """(server -> serve task, server -> teardown task) of one DAG."""
+    serves, teardowns = {}, {}
+    for name, task in tasks.items():
+        server = task["inputs"]["parameters"].get("server", {}).get("runtimeValue", {}).get("constant")
+        if server is not None:
+            (serves if task["componentRef"]["name"].startswith("comp-serve") else teardowns)[server] = name
+    return serves, teardowns
+
+
+def endpoint_of(tasks: dict, step: str) -> str:
+    return tasks[step]["inputs"]["parameters"]["endpoint"]["taskOutputParameter"]["producerTask"]
+
+
+@pytest.mark.parametrize("layout", ["shared", "sequential", "per_role"])
+def test_an_iteration_tears_servers_down_before_selecting_and_training(tmp_path: Path, layout: str) -> None:
+    spec, _ = compiled(load_config(CLUSTER_CONFIG, {"serving.layout": layout}), tmp_path)
     tasks = dag(spec, "comp-iteration")
     display = {task["taskInfo"]["name"]: name for name, task in tasks.items()}
-    teardown_generator, teardown_extender = display["teardown generator"], display["teardown extender"]
-    assert {"generate", "self-instruct", "heldout"} <= set(tasks[teardown_generator]["dependentTasks"])
-    assert tasks[teardown_extender]["dependentTasks"] == ["extend"]
-    assert {teardown_generator, teardown_extender} <= set(tasks["select"]["dependentTasks"])
+    serves, teardowns = serving_tasks(tasks)
+    users = {server: set(tasks[teardown]["dependentTasks"]) for server, teardown in teardowns.items()}
+    if layout == "shared":
+        assert set(serves) == set(teardowns) == {"shared"}
+        assert users["shared"] == {"self-instruct", "heldout", "evaluate", "generate", "extend"}
+    else:
+        assert set(serves) == set(teardowns) == {"base", "generator", "extender"}
+        assert users == {"base": {"self-instruct"}, "generator": {"heldout", "evaluate", "generate"}, "extender": {"extend"}}
+    assert set(teardowns.values()) <= set(tasks["select"]["dependentTasks"])
     assert tasks[display["train generator"]]["dependentTasks"] == ["sft-data"]
     assert tasks[display["train extender"]]["dependentTasks"] == ["sft-data"]
+
+
+@pytest.mark.parametrize("layout", ["shared", "sequential", "per_role"])
+def test_each_layout_serves_the_roles_as_it_says_and_the_stages_use_their_server(tmp_path: Path, layout: str) -> None:
+    spec, _ = compiled(load_config(CLUSTER_CONFIG, {"serving.layout": layout, "serving.cluster.replicas": 2}), tmp_path)
+    # the serve steps read the layout and the replicas from the compiled-in config
+    compiled_config = json.loads(spec["root"]["inputDefinitions"]["parameters"]["config_json"]["defaultValue"])
+    assert compiled_config["serving"]["layout"] == layout and compiled_config["serving"]["cluster"]["replicas"] == 2
+    tasks = dag(spec, "comp-iteration")
+    serves, teardowns = serving_tasks(tasks)
+    inputs = {server: tasks[serve]["inputs"]["parameters"] for server, serve in serves.items()}
+    served = {
+        server: {role: params[role] for role in ("base", "generator", "extender") if params[role] != {"runtimeValue": {"constant": ""}}}
+        for server, params in inputs.items()
+    }
+    server_of = {"self-instruct": "base", "heldout": "generator", "evaluate": "generator", "generate": "generator", "extend": "extender"}
+    if layout == "shared":
+        # one server loads the base model and both roles' models; every stage talks to it
+        assert served == {"shared": {role: {"componentInputParameter": role} for role in ("base", "generator", "extender")}}
+        server_of = dict.fromkeys(server_of, "shared")
+    else:
+        # a role's server gets its model and the base model's URI (to know whether they are the same)
+        assert served == {role: {name: {"componentInputParameter": name} for name in {"base", role}} for role in ("base", "generator", "extender")}
+    for step, server in server_of.items():
+        assert endpoint_of(tasks, step) == serves[server], step
+    waits = {server: set(tasks[serve].get("dependentTasks", [])) for server, serve in serves.items()}
+    if layout == "sequential":  # the next server starts once the previous one is down
+        assert waits == {"base": set(), "generator": {teardowns["base"]}, "extender": {teardowns["generator"]}}
+    else:
+        assert all(not wait for wait in waits.values())
+
+
+def test_with_the_generator_proposing_no_base_model_is_served(tmp_path: Path) -> None:
+    config = load_config(CLUSTER_CONFIG, {"serving.layout": "sequential", "self_instruct.model": "generator"})
+    spec, _ = compiled(config, tmp_path)
+    for component in ("comp-iteration", "comp-final"):
+        tasks = dag(spec, component)
+        serves, _ = serving_tasks(tasks)
+        server = tasks[endpoint_of(tasks, "self-instruct")]["inputs"]["parameters"]["server"]["runtimeValue"]["constant"]
+        assert "base" not in serves and server == "generator"
+
+
+@pytest.mark.parametrize("layout", ["shared", "sequential", "per_role"])
+def test_the_final_phase_serves_by_layout_and_the_final_model_alone_afterwards(tmp_path: Path, layout: str) -> None:
+    spec, _ = compiled(load_config(CLUSTER_CONFIG, {"serving.layout": layout}), tmp_path)
+    tasks = dag(spec, "comp-final")
+    serves = [task for task in tasks.values() if task["componentRef"]["name"].startswith("comp-serve")]
+    servers = [task["inputs"]["parameters"]["server"]["runtimeValue"]["constant"] for task in serves]
+    expected = {"shared": ["shared", "shared"], "sequential": ["base", "generator", "generator"], "per_role": ["base", "generator", "generator"]}
+    assert sorted(servers) == sorted(expected[layout])
+    final_serve = next(name for name, task in tasks.items() if task["taskInfo"]["name"] == "serve final model")
+    assert tasks[final_serve]["inputs"]["parameters"]["generator"]["taskOutputParameter"]["producerTask"] == "train"
 
 
 def test_teardown_of_every_server_is_the_exit_handler(tmp_path: Path) -> None:

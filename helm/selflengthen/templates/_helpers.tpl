@@ -30,3 +30,25 @@ fsGroup: 10001
 seccompProfile:
   type: RuntimeDefault
 {{- end }}
+
+{{/* The account the runs' pods use: KFP's runner in its namespace (standalone), else runner.serviceAccount here. */}}
+{{- define "selflengthen.runnerSubject" -}}
+kind: ServiceAccount
+{{- if eq .Values.kubeflow.mode "standalone" }}
+name: {{ .Values.kubeflow.runnerAccount }}
+namespace: {{ .Values.kubeflow.namespace }}
+{{- else }}
+name: {{ .Values.runner.serviceAccount.name }}
+namespace: {{ .Release.Namespace }}
+{{- end }}
+{{- end }}
+
+{{/* Ingress sources of the model servers and MinIO: the namespace's pods, and the KFP namespace's in standalone mode. */}}
+{{- define "selflengthen.stepSources" -}}
+- podSelector: {}
+{{- if eq .Values.kubeflow.mode "standalone" }}
+- namespaceSelector:
+    matchLabels:
+      kubernetes.io/metadata.name: {{ .Values.kubeflow.namespace }}
+{{- end }}
+{{- end }}

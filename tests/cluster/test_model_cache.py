@@ -1,0 +1,90 @@
+"""The shared model cache (execution.model_cache_pvc): fetched once per content into the PVC,
+mounted read-only by model servers and trainers; without it, today's copy per server."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from selflengthen.cluster.fetch import fetch
+from selflengthen.cluster.objects import to_manifest
+from selflengthen.cluster.trainjob import build_trainjob
+from selflengthen.modelio import COMPLETE, MODEL_CACHE_ENV, localize
+from selflengthen.serving.cluster import build_model_server
+from selflengthen.serving.plan import ServerPlan
+from selflengthen.storage import get_storage
+from selflengthen.training.launch import TrainingRequest
+from tests.cluster.conftest import cluster_config
+from tests.fixtures.k8s_validation import validate_object
+
+CACHE_MOUNT = {"name": "model-cache", "mountPath": "/model-cache"}
+
+
+def test_servers_fill_the_cache_in_the_init_container_and_read_it_read_only():
+    config = cluster_config(execution__model_cache_pvc="models")
+    plan = ServerPlan.for_role(config, "generator", "s3://models/base", "s3://runs/demo/adapter")
+    server = build_model_server(config, "generator", 1, plan)
+    deployment = to_manifest(server.deployment)
+    validate_object(deployment)
+    pod = deployment["spec"]["template"]["spec"]
+    assert {"name": "model-cache", "persistentVolumeClaim": {"claimName": "models"}} in pod["volumes"]
+    (fetch_container,), (vllm,) = pod["initContainers"], pod["containers"]
+    assert {**CACHE_MOUNT, "readOnly": False} in fetch_container["volumeMounts"]  # the writer
+    assert {**CACHE_MOUNT, "readOnly": True} in vllm["volumeMounts"]
+    assert {"name": MODEL_CACHE_ENV, "value": "/model-cache"} in fetch_container["env"]
+    models = next(volume for volume in pod["volumes"] if volume["name"] == "models")
+    assert models["emptyDir"]["sizeLimit"] == "1Mi"  # links only
+
+
+def test_without_the_cache_each_server_copies_the_model_into_its_own_volume():
+    config = cluster_config()
+    plan = ServerPlan.for_role(config, "generator", "s3://models/base")
+    pod = to_manifest(build_model_server(config, "generator", 1, plan).deployment)["spec"]["template"]["spec"]
+    assert all("persistentVolumeClaim" not in volume for volume in pod["volumes"])
+    assert all(mount["name"] != "model-cache" for container in pod["containers"] + pod["initContainers"] for mount in container["volumeMounts"])
+
+
+def test_trainers_mount_the_cache_read_only():
+    request = TrainingRequest(role="generator", data_uri="s3://runs/d", base_model_uri="s3://models/base", output_uri="s3://runs/o")
+    job = build_trainjob(cluster_config(execution__model_cache_pvc="models"), 1, request)
+    pod = job["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]
+    assert {"name": "model-cache", "persistentVolumeClaim": {"claimName": "models"}} in pod["volumes"]
+    assert {**CACHE_MOUNT, "readOnly": True} in pod["containers"][0]["volumeMounts"]
+    assert {"name": MODEL_CACHE_ENV, "value": "/model-cache"} in job["spec"]["trainer"]["env"]
+
+
+@pytest.mark.integration
+def test_a_folder_is_fetched_once_per_content_and_linked(s3_storage_config, s3_bucket: str, tmp_path: Path, monkeypatch):
+    storage = get_storage(s3_storage_config)
+    uri = f"s3://{s3_bucket}/models/base"
+    storage.write_text(f"{uri}/config.json", '{"model_type": "qwen2"}')
+    storage.write_bytes(f"{uri}/model.safetensors", b"1" * 32)
+    cache = tmp_path / "pvc"
+    monkeypatch.setenv(MODEL_CACHE_ENV, str(cache))
+    fetch([(uri, str(tmp_path / "pod-a" / "models" / "base"))], s3_storage_config)
+    fetch([(uri, str(tmp_path / "pod-b" / "models" / "base"))], s3_storage_config)
+    (entry,) = [path for path in cache.iterdir()]
+    assert (entry / COMPLETE).exists() and (entry / "model.safetensors").read_bytes() == b"1" * 32
+    for pod in ("pod-a", "pod-b"):
+        link = tmp_path / pod / "models" / "base"
+        assert link.is_symlink() and link.resolve() == entry.resolve()
+    storage.write_bytes(f"{uri}/model.safetensors", b"2" * 32)  # new content, new entry
+    assert localize(uri, s3_storage_config) != entry and len(list(cache.iterdir())) == 2
+
+
+@pytest.mark.integration
+def test_an_unwritable_cache_without_the_entry_downloads_privately(s3_storage_config, s3_bucket: str, tmp_path: Path, monkeypatch):
+    """A trainer's read-only mount: creating anything in it fails (here below a file, as root
+    ignores permission bits), so the folder is downloaded for the process instead."""
+    storage = get_storage(s3_storage_config)
+    uri = f"s3://{s3_bucket}/models/base"
+    storage.write_text(f"{uri}/config.json", "{}")
+    (tmp_path / "mount").write_text("not a folder")
+    monkeypatch.setenv(MODEL_CACHE_ENV, str(tmp_path / "mount" / "pvc"))
+    folder = localize(uri, s3_storage_config)
+    try:
+        assert (folder / "config.json").read_text() == "{}" and tmp_path not in folder.parents
+    finally:
+        shutil.rmtree(folder.parent)
