@@ -73,6 +73,12 @@ class EndpointConfig(Section):
         description="most requests in flight at once from one client to one server replica (on Kubeflow the client "
         "sends up to this times serving.cluster.replicas, at most 4096)",
     )
+    units_in_flight: int | None = Field(
+        None, ge=1,
+        description="most units (a query, a response to extend, ...) a stage works on at once against this server, another "
+        "started as one finishes (their requests served oldest unit first), so finished units reach the checkpoint at a "
+        "steady rate; null: 2 x max_concurrency",
+    )
     request_timeout_s: float = Field(600.0, gt=0, description="timeout of one HTTP request, in seconds (a timeout is retried)")
     max_retries: int = Field(
         6, ge=0, description="retries of a request after a connection error, timeout, 429 or 5xx; then the step fails"
@@ -91,6 +97,10 @@ class EndpointConfig(Section):
         "(counts each distinct prompt once, with the tokenizer or the server's /tokenize); false: send as configured, "
         "a too-long prompt is then refused by the server (also a per-record failure)",
     )
+
+    def unit_limit(self) -> int:
+        """The units a stage keeps in flight against this server (``units_in_flight``, else twice the concurrency)."""
+        return self.units_in_flight or 2 * self.max_concurrency
 
 
 class LocalServerConfig(Section):
@@ -560,7 +570,14 @@ class StorageConfig(Section):
         16 * 1024 * 1024, ge=5 * 1024 * 1024,
         description="part size in bytes of S3 multipart uploads (used above it; at least 5 MiB)",
     )
-    shard_size: int = Field(64, ge=1, description="records per checkpointed shard")
+    shard_size: int = Field(
+        64, ge=1, description="records per dataset part; finished units per checkpoint shard (a shard is written once this many are buffered)"
+    )
+    checkpoint_interval_s: float = Field(
+        60.0, gt=0,
+        description="a stage also writes a checkpoint shard this many seconds after the last one when units are buffered, "
+        "so a crash loses at most this much finished work",
+    )
 
 
 class EvalConfig(Section):

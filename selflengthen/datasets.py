@@ -12,8 +12,9 @@ through the manifest and verify every checksum. The manifest's fingerprint
 :func:`existing_dataset` applies the rerun rule to a dataset found at an output.
 
 :class:`UnitCheckpoint` makes a long stage resumable: finished units are appended in shards under
-``prefix/_checkpoint/`` (each shard written atomically), a restarted stage skips
-:meth:`UnitCheckpoint.done_units`, and :meth:`UnitCheckpoint.finalize` turns the shards into the
+``prefix/_checkpoint/`` (each shard written atomically, by units and by time, beside an index of
+its unit ids), a restarted stage skips :meth:`UnitCheckpoint.done_units` (read from the indexes),
+and :meth:`UnitCheckpoint.finalize` turns the shards into the
 dataset above, each unit exactly once, in the stage's input order. The checkpoint records its
 fingerprint (``_checkpoint/fingerprint.json``) before its first shard and is never continued
 under another one.
@@ -23,15 +24,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import sqlite3
+import tempfile
+import time
+from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any, Iterable, Sequence, TypeVar
+from typing import Any, Generic, Iterable, Iterator, Sequence, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from selflengthen.errors import DataError
 from selflengthen.fingerprint import FINGERPRINT_NAME, Fingerprint, parse_fingerprint, reconcile, sha256_bytes
 from selflengthen.records import Record
-from selflengthen.storage import Storage, decode_utf8, join_uri
+from selflengthen.storage import BackgroundWriter, Storage, decode_utf8, join_uri
 
 R = TypeVar("R", bound=BaseModel)
 F = TypeVar("F", bound=BaseModel)
@@ -238,11 +244,42 @@ def existing_dataset(storage: Storage, prefix_uri: str, fingerprint: Fingerprint
     return manifest if keep else None
 
 
-def read_records(storage: Storage, prefix_uri: str, model: type[R]) -> list[R]:
-    """All records of the dataset at ``prefix_uri``, in order, checksums verified."""
+def iter_records(storage: Storage, prefix_uri: str, model: type[R]) -> Iterator[R]:
+    """The records of the dataset at ``prefix_uri``, in order, read one part at a time (checksums
+    verified, ids distinct across parts)."""
     manifest = read_manifest(storage, prefix_uri)
     seen: dict[str, str] = {}
-    return [record for shard in manifest.shards for record in _read_shard(storage, prefix_uri, shard, model, seen)]
+    for shard in manifest.shards:
+        yield from _read_shard(storage, prefix_uri, shard, model, seen)
+
+
+def read_records(storage: Storage, prefix_uri: str, model: type[R]) -> list[R]:
+    """All records of the dataset at ``prefix_uri``, in order, checksums verified."""
+    return list(iter_records(storage, prefix_uri, model))
+
+
+class RecordStream(Generic[R]):
+    """The records of a dataset prefix or a single JSONL file, read again at each iteration (a
+    dataset one part at a time, so a pass holds one part in memory); ``len`` is their count."""
+
+    def __init__(self, storage: Storage, uri: str, model: type[R]):
+        self.storage, self.uri, self.model = storage, uri, model
+        self.is_dataset = dataset_exists(storage, uri)
+        if not self.is_dataset and not storage.exists(uri):
+            raise DataError(f"{uri} is neither a dataset (no {manifest_uri(uri)}) nor a JSONL file")
+        self._count = read_manifest(storage, uri).count if self.is_dataset else None
+
+    def __iter__(self) -> Iterator[R]:
+        if self.is_dataset:
+            return iter_records(self.storage, self.uri, self.model)
+        records = read_jsonl(self.storage, self.uri, self.model)
+        self._count = len(records)
+        return iter(records)
+
+    def __len__(self) -> int:
+        if self._count is None:
+            self._count = sum(1 for _ in self)
+        return self._count
 
 
 def read_failures(storage: Storage, prefix_uri: str, model: type[R]) -> list[R]:
@@ -255,11 +292,7 @@ def read_failures(storage: Storage, prefix_uri: str, model: type[R]) -> list[R]:
 
 def load_records(storage: Storage, uri: str, model: type[R]) -> list[R]:
     """Records from a dataset prefix (one with a manifest.json) or from a single JSONL file."""
-    if dataset_exists(storage, uri):
-        return read_records(storage, uri, model)
-    if not storage.exists(uri):
-        raise DataError(f"{uri} is neither a dataset (no {manifest_uri(uri)}) nor a JSONL file")
-    return read_jsonl(storage, uri, model)
+    return list(RecordStream(storage, uri, model))
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -280,7 +313,7 @@ class UnitCheckpoint:
 
     Usage::
 
-        checkpoint = UnitCheckpoint(storage, prefix, stage="generate", fingerprint=f, shard_size=64)
+        checkpoint = UnitCheckpoint(storage, prefix, stage="generate", fingerprint=f, shard_size=64, interval_s=60)
         if checkpoint.open(on_change) is None:           # None: not complete with this fingerprint
             done = checkpoint.done_units()
             try:
@@ -291,11 +324,25 @@ class UnitCheckpoint:
                 checkpoint.flush()
             checkpoint.finalize([u.id for u in units], Response, Failure, metrics)
 
-    A shard is written atomically each time ``shard_size`` units are buffered, so a crash loses at
-    most the unflushed buffer; a unit found twice counts once. One writer per prefix at a time.
+    A shard is written atomically each time ``shard_size`` units are buffered, or once the oldest
+    buffered unit has waited ``interval_s`` seconds, so a crash loses at most that much; a unit
+    found twice counts once. Beside each shard a small index (``units-NNNNN.json``, its unit ids)
+    lets :meth:`done_units` skip parsing the records. With a ``writer``
+    (:class:`~selflengthen.storage.BackgroundWriter`) shards are written on its thread, in order,
+    and :meth:`flush` returns at once. One writer per prefix at a time.
     """
 
-    def __init__(self, storage: Storage, output_prefix: str, *, stage: str, fingerprint: Fingerprint, shard_size: int):
+    def __init__(
+        self,
+        storage: Storage,
+        output_prefix: str,
+        *,
+        stage: str,
+        fingerprint: Fingerprint,
+        shard_size: int,
+        interval_s: float | None = None,
+        writer: BackgroundWriter | None = None,
+    ):
         if shard_size < 1:
             raise ValueError("shard_size must be at least 1")
         self.storage = storage
@@ -303,9 +350,12 @@ class UnitCheckpoint:
         self.stage = stage
         self.fingerprint = fingerprint
         self.shard_size = shard_size
+        self.interval_s = interval_s
+        self.writer = writer
         self.checkpoint_uri = join_uri(output_prefix, CHECKPOINT_DIR)
         self.fingerprint_uri = join_uri(self.checkpoint_uri, FINGERPRINT_NAME)
-        self._buffer: list[_UnitEntry] = []
+        self._buffer: list[tuple[str, str]] = []  # (unit id, its checkpoint line)
+        self._oldest = 0.0  # monotonic time the oldest buffered unit was added
         self._next_shard: int | None = None
 
     def open(self, on_change: str) -> Manifest | None:
@@ -325,10 +375,10 @@ class UnitCheckpoint:
             )  # fmt: skip
         return None
 
-    def _shards(self) -> list[tuple[int, str]]:
+    def _shards(self, listing: Sequence[str] | None = None) -> list[tuple[int, str]]:
         """(index, URI) of the checkpoint shards, in the order they were written."""
         shards = []
-        for uri in self.storage.list(self.checkpoint_uri):
+        for uri in self.storage.list(self.checkpoint_uri) if listing is None else listing:
             name = uri.rsplit("/", 1)[-1]
             if name.startswith("shard-") and name.endswith(".jsonl"):
                 shards.append((int(name[len("shard-"):-len(".jsonl")]), uri))
@@ -340,13 +390,24 @@ class UnitCheckpoint:
         for _, uri in self._shards():
             for entry in read_jsonl(self.storage, uri, _UnitEntry):
                 seen.setdefault(entry.unit, entry)
-        for entry in self._buffer:
-            seen.setdefault(entry.unit, entry)
+        for unit, line in self._buffer:
+            seen.setdefault(unit, _UnitEntry.model_validate_json(line))
         return list(seen.values())
 
     def done_units(self) -> set[str]:
-        """Ids of the units already finished (checkpointed or buffered)."""
-        return {entry.unit for entry in self._entries()}
+        """Ids of the units already finished (checkpointed or buffered): from each shard's index,
+        or from its records where a crash left the shard without its index."""
+        listing = self.storage.list(self.checkpoint_uri)
+        indexed = set(listing)
+        done: set[str] = set()
+        for number, uri in self._shards(listing):
+            index = self._index_uri(number)
+            if index in indexed:
+                done.update(json.loads(self.storage.read_text(index)))
+            else:
+                done.update(entry.unit for entry in read_jsonl(self.storage, uri, _UnitEntry))
+        done.update(unit for unit, _ in self._buffer)
+        return done
 
     def collected(self, output_model: type[R], failure_model: type[F]) -> tuple[list[R], list[F]]:
         """Outputs and failures of every unit finished so far (checkpointed or buffered)."""
@@ -363,60 +424,180 @@ class UnitCheckpoint:
         return outputs, failures
 
     def add(self, unit_id: str, outputs: Sequence[Record], failures: Sequence[Record] = ()) -> None:
-        """Record a finished unit; writes a shard once ``shard_size`` units are buffered."""
-        self._buffer.append(
-            _UnitEntry(
-                unit=unit_id,
-                outputs=[record.model_dump(mode="json") for record in outputs],
-                failures=[record.model_dump(mode="json") for record in failures],
-            )
+        """Record a finished unit; writes a shard when one is :meth:`due`."""
+        if not self._buffer:
+            self._oldest = time.monotonic()
+        line = (
+            f'{{"unit":{json.dumps(unit_id, ensure_ascii=False)},'
+            f'"outputs":[{",".join(record.model_dump_json() for record in outputs)}],'
+            f'"failures":[{",".join(record.model_dump_json() for record in failures)}]}}'
         )
-        if len(self._buffer) >= self.shard_size:
+        self._buffer.append((unit_id, line))
+        if self.due():
             self.flush()
 
+    def seconds_until_due(self) -> float | None:
+        """Seconds until the buffered units must be written (0: now); None while none are buffered."""
+        if not self._buffer:
+            return None
+        if len(self._buffer) >= self.shard_size:
+            return 0.0
+        if self.interval_s is None:
+            return None
+        return max(0.0, self._oldest + self.interval_s - time.monotonic())
+
+    def due(self) -> bool:
+        """Whether a shard is due: ``shard_size`` units buffered, or the oldest waited ``interval_s``."""
+        return self.seconds_until_due() == 0.0
+
     def flush(self) -> None:
-        """Write the buffered units as one new shard (call it on cancellation and interrupts too)."""
+        """Write the buffered units as one new shard (call it on cancellation and interrupts too);
+        with a writer the shard is queued on it."""
         if not self._buffer:
             return
+        units = [unit for unit, _ in self._buffer]
+        data = "".join(line + "\n" for _, line in self._buffer).encode("utf-8")
+        self._buffer = []
+        if self.writer is None:
+            self._write(units, data)
+        else:
+            self.writer.submit(lambda: self._write(units, data))
+
+    def _write(self, units: list[str], data: bytes) -> None:
+        """One shard, then its index (a shard without one, left by a crash, is read in full)."""
         if self._next_shard is None:
             if not self.storage.exists(self.fingerprint_uri):
                 self.storage.write_text(self.fingerprint_uri, self.fingerprint.model_dump_json(indent=2))
             self._next_shard = max((index for index, _ in self._shards()), default=-1) + 1
-        _write_shard(self.storage, self.checkpoint_uri, f"shard-{self._next_shard:05d}.jsonl", self._buffer)
+        self.storage.write_bytes(join_uri(self.checkpoint_uri, f"shard-{self._next_shard:05d}.jsonl"), data)
+        self.storage.write_text(self._index_uri(self._next_shard), json.dumps(units, ensure_ascii=False))
         self._next_shard += 1
-        self._buffer = []
+
+    def _index_uri(self, number: int) -> str:
+        """The index of shard ``number``: a JSON list of its unit ids."""
+        return join_uri(self.checkpoint_uri, f"units-{number:05d}.json")
 
     def finalize(
         self,
-        unit_order: Sequence[str],
+        unit_order: Iterable[str],
         output_model: type[Record],
         failure_model: type[Record],
-        metrics: dict[str, Any] | None = None,
+        metrics: dict[str, Any] | Callable[[Iterable, list], dict[str, Any]] | None = None,
     ) -> Manifest:
         """Write the stage's dataset (outputs in ``unit_order``, failures) and drop the checkpoint.
 
-        Units of ``unit_order`` never added produced nothing; a checkpointed unit missing from
+        ``metrics`` is the manifest's metrics, or a function computing them from the outputs (read
+        again from the spill at each iteration; ``len`` works) and the failures (a list). Units of
+        ``unit_order`` never added produced nothing; a checkpointed unit missing from
         ``unit_order`` means the checkpoint belongs to other inputs, which is an error.
+
+        Memory stays bounded: the shards are read one at a time into a local spill (SQLite in a
+        temporary folder) keyed by each unit's place in ``unit_order``, which gives them back in
+        that order; only the unit ids are held.
         """
         self.flush()
-        entries = {entry.unit: entry for entry in self._entries()}
-        unknown = sorted(set(entries) - set(unit_order))
-        if unknown:
-            raise DataError(
-                f"{self.checkpoint_uri} holds {len(unknown)} unit(s) not among this stage's inputs "
-                f"(e.g. {unknown[0]!r}); delete that folder to start the stage over"
-            )
-        ordered = [entries[unit] for unit in dict.fromkeys(unit_order) if unit in entries]
-        outputs, failures = self._records(ordered, output_model, failure_model)
-        manifest = write_records(
-            self.storage,
-            self.output_prefix,
-            outputs,
-            stage=self.stage,
-            fingerprint=self.fingerprint,
-            shard_size=self.shard_size,
-            metrics=metrics,
-            failures=failures,
-        )
+        if self.writer is not None:
+            self.writer.close()
+        with tempfile.TemporaryDirectory(prefix="sl-finalize-") as folder:
+            spill = _UnitSpill(os.path.join(folder, "units.sqlite"), unit_order)
+            try:
+                for _, uri in self._shards():
+                    spill.add(self.storage.read_text(uri), uri)
+                if spill.unknown:
+                    unknown = sorted(spill.unknown)
+                    raise DataError(
+                        f"{self.checkpoint_uri} holds {len(unknown)} unit(s) not among this stage's inputs "
+                        f"(e.g. {unknown[0]!r}); delete that folder to start the stage over"
+                    )
+                outputs = _SpilledRecords(spill, "outputs", output_model, self.checkpoint_uri)
+                failures = list(_SpilledRecords(spill, "failures", failure_model, self.checkpoint_uri))
+                manifest = write_records(
+                    self.storage,
+                    self.output_prefix,
+                    outputs,
+                    stage=self.stage,
+                    fingerprint=self.fingerprint,
+                    shard_size=self.shard_size,
+                    metrics=metrics(outputs, failures) if callable(metrics) else metrics,
+                    failures=failures,
+                )
+            finally:
+                spill.close()
         self.storage.delete_prefix(self.checkpoint_uri)
         return manifest
+
+
+_UNIT_PREFIX = '{"unit":'
+_DECODER = json.JSONDecoder()
+
+
+def _unit_of(line: str, where: str) -> str:
+    """The unit id of a checkpoint line, read without parsing its records (lines start with it)."""
+    try:
+        if line.startswith(_UNIT_PREFIX):
+            unit, _ = _DECODER.raw_decode(line, len(_UNIT_PREFIX))
+            if isinstance(unit, str):
+                return unit
+        return _UnitEntry.model_validate_json(line).unit
+    except (ValueError, ValidationError):  # JSONDecodeError is a ValueError
+        raise DataError(f"{where}: not a checkpoint entry (a unit id, its outputs and failures)") from None
+
+
+class _UnitSpill:
+    """Checkpoint lines kept on local disk under their unit's place in the stage's input order;
+    the first line of a unit wins, lines of units not in that order are counted in ``unknown``."""
+
+    def __init__(self, path: str, unit_order: Iterable[str]):
+        self.position: dict[str, int] = {}
+        for unit in unit_order:
+            self.position.setdefault(unit, len(self.position))
+        self.unknown: set[str] = set()
+        self.db = sqlite3.connect(path)
+        self.db.execute("PRAGMA journal_mode=OFF")
+        self.db.execute("PRAGMA synchronous=OFF")
+        self.db.execute("CREATE TABLE units (position INTEGER PRIMARY KEY, line TEXT NOT NULL)")
+
+    def add(self, text: str, source: str) -> None:
+        """The lines of one checkpoint shard (``text``, read from ``source``)."""
+        rows = []
+        for number, line in enumerate(text.split("\n"), start=1):
+            if not line.strip():
+                continue
+            unit = _unit_of(line, f"{source} line {number}")
+            if unit in self.position:
+                rows.append((self.position[unit], line))
+            else:
+                self.unknown.add(unit)
+        self.db.executemany("INSERT OR IGNORE INTO units VALUES (?, ?)", rows)
+
+    def lines(self) -> Iterator[str]:
+        for (line,) in self.db.execute("SELECT line FROM units ORDER BY position"):
+            yield line
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class _SpilledRecords:
+    """The outputs (or failures) of the spilled units, in unit order, parsed again at each iteration."""
+
+    def __init__(self, spill: _UnitSpill, field: str, model: type[R], source: str):
+        self.spill, self.field, self.model, self.source = spill, field, model, source
+        self._count: int | None = None
+
+    def __iter__(self) -> Iterator[R]:
+        count = 0
+        for line in self.spill.lines():
+            try:
+                rows = [self.model.model_validate(row) for row in json.loads(line)[self.field]]
+            except (ValueError, KeyError, ValidationError) as error:
+                reason = _describe(error) if isinstance(error, ValidationError) else f"unreadable entry ({error})"
+                raise DataError(f"checkpoint {self.source}: {reason}") from None
+            yield from rows
+            count += len(rows)
+        self._count = count
+
+    def __len__(self) -> int:
+        if self._count is None:
+            self._count = sum(1 for _ in self)
+        return self._count

@@ -18,6 +18,9 @@ on every object below it (``s3://b/run1`` never matches ``s3://b/run10/...``).
 
 Transient S3 failures (connection errors, HTTP 5xx, SlowDown) are retried with exponential backoff
 up to ``max_retries`` times; authentication errors and missing buckets or objects are not.
+
+:class:`BackgroundWriter` runs writes in order on one thread of their own, so an event loop that
+hands them over never waits for a slow or retrying S3.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import shutil
 import threading
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator, Protocol, TypeVar
@@ -545,9 +549,45 @@ class Storage:
         return written
 
 
+class BackgroundWriter:
+    """Writes run one after another, in the order given, on one thread of their own.
+
+    :meth:`submit` returns at once. The first write that fails (after the storage's own retries)
+    stops the writer: every write before it is done, none after it is attempted, and its error is
+    raised by the next :meth:`submit`, :meth:`check` or :meth:`close`.
+    """
+
+    def __init__(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="storage-writer")
+        self._failure: BaseException | None = None
+
+    def _run(self, write: Callable[[], object]) -> None:
+        if self._failure is None:
+            try:
+                write()
+            except BaseException as error:
+                self._failure = error
+                raise
+
+    def submit(self, write: Callable[[], object]) -> Future:
+        """Queue ``write`` (a callable doing storage writes) after those queued before it."""
+        self.check()
+        return self._executor.submit(self._run, write)
+
+    def check(self) -> None:
+        """Raise the error of a failed write, if one failed."""
+        if self._failure is not None:
+            raise self._failure
+
+    def close(self) -> None:
+        """Wait for every queued write, stop the thread, and raise the error of a failed write."""
+        self._executor.shutdown(wait=True)
+        self.check()
+
+
 def get_storage(config: StorageConfig | None = None) -> Storage:
     """The storage for a run's configuration (local paths only when no S3 endpoint is set)."""
     return Storage(config)
 
 
-__all__ = ["Storage", "decode_utf8", "get_storage", "is_s3_uri", "join_uri"]
+__all__ = ["BackgroundWriter", "Storage", "decode_utf8", "get_storage", "is_s3_uri", "join_uri"]

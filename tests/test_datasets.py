@@ -10,6 +10,7 @@ import pytest
 from selflengthen.fingerprint import Fingerprint
 from selflengthen.datasets import (
     Manifest,
+    RecordStream,
     UnitCheckpoint,
     dataset_exists,
     load_records,
@@ -290,3 +291,40 @@ def test_units_without_outputs_count_as_done(tmp_path: Path) -> None:
     manifest = checkpoint.finalize(["empty"], Response, Failure, {})
     assert isinstance(manifest, Manifest) and manifest.count == 0
     assert read_records(storage, prefix, Response) == []
+
+
+def test_done_units_come_from_the_shard_indexes_and_from_the_records_where_one_is_missing(tmp_path: Path) -> None:
+    storage, prefix = Storage(), str(tmp_path / "gen")
+    checkpoint = _checkpoint(storage, prefix, shard_size=2)
+    for unit in ("a", "b", "c", "d"):
+        checkpoint.add(unit, [_response(unit)], [])
+    folder = tmp_path / "gen" / "_checkpoint"
+    assert json.loads((folder / "units-00000.json").read_text()) == ["a", "b"]
+    (folder / "shard-00000.jsonl").write_text("not read: its index answers\n")
+    (folder / "units-00001.json").unlink()  # a crash between a shard and its index
+    assert _checkpoint(storage, prefix).done_units() == {"a", "b", "c", "d"}
+
+
+def test_record_stream_reads_a_dataset_part_by_part_again_at_each_pass(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    storage, prefix = Storage(), str(tmp_path / "ds")
+    write_records(storage, prefix, _queries(7), stage="s", fingerprint=Fingerprint.of({}), shard_size=3)
+    stream = RecordStream(storage, prefix, Query)
+    reads: list[str] = []
+    real_read_bytes = storage.read_bytes
+    monkeypatch.setattr(storage, "read_bytes", lambda uri: reads.append(uri.rsplit("/", 1)[-1]) or real_read_bytes(uri))
+    records = iter(stream)
+    assert next(records).id == "q0" and reads == ["manifest.json", "part-00000.jsonl"]  # one part read, not all
+    assert [query.id for query in records] == [f"q{i}" for i in range(1, 7)]
+    assert len(stream) == 7 and [query.id for query in stream] == [f"q{i}" for i in range(7)]
+
+
+def test_finalize_names_the_shard_and_line_of_an_unreadable_entry(tmp_path: Path) -> None:
+    storage, prefix = Storage(), str(tmp_path / "gen")
+    checkpoint = _checkpoint(storage, prefix, shard_size=2)
+    for unit in ("a", "b"):
+        checkpoint.add(unit, [_response(unit)], [])
+    shard = tmp_path / "gen" / "_checkpoint" / "shard-00000.jsonl"
+    shard.write_text(shard.read_text() + "[1, 2]\n")
+    with pytest.raises(DataError, match=r"shard-00000\.jsonl line 3: not a checkpoint entry"):
+        _checkpoint(storage, prefix).finalize(["a", "b"], Response, Failure, {})
+    assert not dataset_exists(storage, prefix)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,7 +15,7 @@ from minio.error import ServerError
 from selflengthen import storage as storage_module
 from selflengthen.config import StorageConfig
 from selflengthen.errors import DataError, StorageError
-from selflengthen.storage import Storage, get_storage, join_uri
+from selflengthen.storage import BackgroundWriter, Storage, get_storage, join_uri
 from tests.fixtures.s3 import S3Server, free_ports
 
 MIB = 1024 * 1024
@@ -153,6 +154,27 @@ def test_local_failed_write_leaves_no_partial_file(
 
     assert target.read_text() == "old complete content"
     assert os.listdir(tmp_path / "out") == ["data.txt"]  # no temporary file, no fresh.txt
+
+
+def test_background_writer_writes_in_order_and_stops_at_the_first_failure(local: Storage, tmp_path: Path) -> None:
+    writer = BackgroundWriter()
+    gate = threading.Event()
+    writer.submit(gate.wait)  # the writer thread is busy: submit still returns at once
+    for index in range(3):
+        writer.submit(lambda index=index: local.write_text(str(tmp_path / f"{index}.txt"), str(index)))
+    assert not list(tmp_path.iterdir())
+    gate.set()
+
+    def refused() -> None:
+        raise StorageError("cannot write 3.txt: disk full")
+
+    writer.submit(refused)
+    writer.submit(lambda: local.write_text(str(tmp_path / "4.txt"), "never"))
+    with pytest.raises(StorageError, match="3.txt: disk full"):
+        writer.close()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["0.txt", "1.txt", "2.txt"]  # all before it, none after
+    with pytest.raises(StorageError, match="disk full"):
+        writer.check()
 
 
 def test_local_put_get_and_dirs(local: Storage, tmp_path: Path) -> None:

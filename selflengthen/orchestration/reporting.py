@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from selflengthen.config import RunConfig
-from selflengthen.datasets import dataset_exists, read_failures, read_manifest, read_records
+from selflengthen.datasets import dataset_exists, iter_records, read_failures, read_manifest
 from selflengthen.orchestration.layout import FINAL_PHASE, RunLayout
 from selflengthen.records import Failure, Response
 from selflengthen.report import Samples, data_uri, lengthening_rows, render_markdown, write_report
@@ -51,7 +51,7 @@ class BuiltReport:
 
 
 def _words(storage: Storage, uri: str) -> list[int]:
-    return [response.words for response in read_records(storage, uri, Response)]
+    return [response.words for response in iter_records(storage, uri, Response)]
 
 
 def _failure_reasons(storage: Storage, uri: str) -> dict[str, int]:

@@ -10,32 +10,42 @@ A request refused for what it holds (:class:`~selflengthen.errors.RequestRefused
 than the model's context, a 4xx) fails its unit only: the unit is finished with a Failure of that
 reason, so the stage goes on and a rerun does not send it again. A server that cannot be reached
 (retries exhausted) fails the stage. The metrics count every failure reason (``failure_reasons``).
+
+Scheduling (:func:`process_units`): a bounded number of units is in flight, the next starting as
+one finishes, and their requests are served oldest unit first (:class:`PriorityGate`), so units
+finish in the order they started and reach the checkpoint at a steady rate, by units and by time;
+shards are written on a writer thread. The input is read a part at a time (:class:`InputUnits`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import heapq
+import itertools
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from selflengthen.client import GenerationClient
+from selflengthen.client import Completion, GenerationClient
 from selflengthen.config import RunConfig
-from selflengthen.datasets import Manifest, UnitCheckpoint, input_checksum, load_records
+from selflengthen.datasets import Manifest, RecordStream, UnitCheckpoint, input_checksum
 from selflengthen.errors import DataError, RequestRefused
 from selflengthen.fingerprint import stage_fingerprint
 from selflengthen.logs import stage_logger
 from selflengthen.records import Failure, Query, Record, Response, stable_id
 from selflengthen.stats import length_stats
-from selflengthen.storage import Storage, get_storage
+from selflengthen.storage import BackgroundWriter, Storage, get_storage
 
 T = TypeVar("T")
-Work = Callable[[GenerationClient, RunConfig, Any], Awaitable[tuple[list[Record], list[Failure]]]]
-Metrics = Callable[[list, list[Failure]], dict]
+# A unit's worker: it gets the stage's client as its UnitClient (chat, continue_chat), the config and its item.
+Work = Callable[["UnitClient", RunConfig, Any], Awaitable[tuple[list[Record], list[Failure]]]]
+Metrics = Callable[[Iterable, list[Failure]], dict]
 
 
 @dataclass
@@ -60,38 +70,125 @@ def _progress() -> Progress:
     )
 
 
-async def _process_units(
-    client: GenerationClient,
-    config: RunConfig,
-    units: Sequence[tuple[str, Any]],
-    work: Work,
+class PriorityGate:
+    """At most ``capacity`` requests at once, a waiting request of an older unit (lower rank) first.
+
+    In front of the client's own first-come-first-served limit of the same size: the requests of
+    the units in flight would otherwise take turns, so every unit would finish near the end of its
+    batch; served oldest unit first, units finish in the order they started, at a steady rate."""
+
+    def __init__(self, capacity: int):
+        self.free = capacity
+        self.waiting: list[tuple[int, int, asyncio.Future]] = []
+        self._arrivals = itertools.count()
+
+    @contextlib.asynccontextmanager
+    async def slot(self, rank: int) -> AsyncIterator[None]:
+        if self.free and not self.waiting:
+            self.free -= 1
+        else:
+            turn = asyncio.get_running_loop().create_future()
+            heapq.heappush(self.waiting, (rank, next(self._arrivals), turn))
+            try:
+                await turn
+            except asyncio.CancelledError:
+                if turn.done() and not turn.cancelled():
+                    self._release()  # the turn came with the cancellation: pass it on
+                raise
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        while self.waiting:
+            _, _, turn = heapq.heappop(self.waiting)
+            if not turn.done():
+                turn.set_result(None)
+                return
+        self.free += 1
+
+
+class UnitClient:
+    """The stage's client as one unit uses it: each request waits for its turn at the stage's
+    :class:`PriorityGate`, ranked by when the unit started."""
+
+    def __init__(self, client: GenerationClient, gate: PriorityGate, rank: int):
+        self.client, self.gate, self.rank = client, gate, rank
+
+    async def chat(self, *args: Any, **kwargs: Any) -> list[Completion]:
+        async with self.gate.slot(self.rank):
+            return await self.client.chat(*args, **kwargs)
+
+    async def continue_chat(self, *args: Any, **kwargs: Any) -> list[Completion]:
+        async with self.gate.slot(self.rank):
+            return await self.client.continue_chat(*args, **kwargs)
+
+
+async def process_units(
+    units: Iterable[tuple[str, Any]],
+    work: Callable[[str, Any], Awaitable[tuple[str, tuple[list[Record], list[Failure]]]]],
     checkpoint: UnitCheckpoint,
     stage: str,
-) -> None:
-    """Run ``work`` over the units not yet checkpointed; every finished unit goes to the checkpoint,
-    a refused one with its Failure."""
+    limit: int,
+    total: int | None = None,
+) -> list[str]:
+    """Run ``work`` (unit id, item -> unit id, (outputs, failures)) over the units not yet
+    checkpointed, at most ``limit`` at a time: the next unit starts as one finishes, so units finish
+    (and reach the checkpoint) at a steady rate instead of all near the end. Every finished unit
+    goes to the checkpoint; a shard is written when one is due (by units or by time), on the
+    checkpoint's writer thread, and a failed write fails the stage. ``units`` is read lazily,
+    ``limit`` at a time in a worker thread (it may read storage); ``total`` (their number) sizes
+    the progress bar. Returns the ids of all units, in order."""
     done = checkpoint.done_units()
-    todo = [(unit_id, item) for unit_id, item in units if unit_id not in done]
+    order: list[str] = []
 
-    async def one(unit_id: str, item: Any) -> tuple[str, tuple[list[Record], list[Failure]]]:
-        try:
-            return unit_id, await work(client, config, item)
-        except RequestRefused as error:
-            return unit_id, ([], [refusal(stage, unit_id, item, error)])
+    def not_done() -> Iterator[tuple[str, Any]]:
+        for unit_id, item in units:
+            order.append(unit_id)
+            if unit_id not in done:
+                yield unit_id, item
+
+    todo = not_done()
+    ready: deque[tuple[str, Any]] = deque()
+    running: set[asyncio.Future] = set()
+    exhausted = False
+
+    async def start_more() -> None:
+        nonlocal exhausted
+        while len(running) < limit and not (exhausted and not ready):
+            if not ready:
+                ready.extend(await asyncio.to_thread(lambda: list(itertools.islice(todo, limit))))
+                exhausted = len(ready) < limit
+                continue
+            running.add(asyncio.ensure_future(work(*ready.popleft())))
 
     with _progress() as progress:
-        task = progress.add_task(stage, total=len(units), completed=len(units) - len(todo))
-        pending = [asyncio.ensure_future(one(unit_id, item)) for unit_id, item in todo]
+        task = progress.add_task(stage, total=total, completed=len(done))
         try:
-            for finished in asyncio.as_completed(pending):
-                unit_id, (outputs, failures) = await finished
-                checkpoint.add(unit_id, outputs, failures)
-                progress.advance(task)
+            await start_more()
+            while running:
+                finished, _ = await asyncio.wait(running, timeout=checkpoint.seconds_until_due(), return_when=asyncio.FIRST_COMPLETED)
+                for future in finished:
+                    running.discard(future)
+                    unit_id, (outputs, failures) = future.result()
+                    checkpoint.add(unit_id, outputs, failures)
+                    progress.advance(task)
+                if checkpoint.due():
+                    checkpoint.flush()
+                if checkpoint.writer is not None:
+                    checkpoint.writer.check()
+                await start_more()
         finally:
-            for future in pending:
+            for future in running:
                 future.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-            checkpoint.flush()
+            await asyncio.gather(*running, return_exceptions=True)
+            try:
+                checkpoint.flush()
+            finally:
+                if checkpoint.writer is not None:
+                    await asyncio.to_thread(checkpoint.writer.close)
+    return order
 
 
 def refusal(stage: str, unit_id: str, item: Any, error: RequestRefused) -> Failure:
@@ -113,7 +210,7 @@ def run_units(
     *,
     stage: str,
     role: str,
-    units: Sequence[tuple[str, Any]],
+    units: Iterable[tuple[str, Any]],
     output_uri: str,
     output_model: type[Record],
     work: Work,
@@ -127,6 +224,8 @@ def run_units(
 ) -> StageResult:
     """Process ``units`` with ``work`` against the ``role`` endpoint, resumably; finalize the dataset.
 
+    ``units`` (unit id, item) may be read lazily (a stream of an input dataset): it is iterated once
+    and its ``len``, when it has one, sizes the progress bar and the ``units`` metric.
     ``sections`` (dotted config paths), ``inputs`` (URI -> sha256) and ``extra`` settings make the
     stage's fingerprint, together with the ``role`` endpoint's model. ``resume`` is called with the
     records already checkpointed by an interrupted earlier run.
@@ -134,7 +233,10 @@ def run_units(
     storage = storage or get_storage(config.storage)
     log = stage_logger(config.run_id, stage, iteration)
     fingerprint = stage_fingerprint(config, sections=sections, role=role, inputs=inputs, extra=extra)
-    checkpoint = UnitCheckpoint(storage, output_uri, stage=stage, fingerprint=fingerprint, shard_size=config.storage.shard_size)
+    checkpoint = UnitCheckpoint(
+        storage, output_uri, stage=stage, fingerprint=fingerprint,
+        shard_size=config.storage.shard_size, interval_s=config.storage.checkpoint_interval_s, writer=BackgroundWriter(),
+    )  # fmt: skip
     manifest = checkpoint.open(config.on_change)
     if manifest is not None:
         log.info("already complete at %s (%d records); skipped", output_uri, manifest.count)
@@ -143,24 +245,60 @@ def run_units(
     if resume is not None:
         resume(checkpoint.collected(output_model, Failure)[0])
     endpoint = getattr(config.serving, role)
+    total = len(units) if isinstance(units, Sized) else None
 
-    async def main() -> None:
+    async def main() -> list[str]:
         async with GenerationClient(endpoint, tokenizer=tokenizer_for(config, endpoint), role=role) as client:
-            await client.check_health()
-            log.info("%d units -> %s via %s (%s)", len(units), output_uri, endpoint.base_url, endpoint.model)
-            await _process_units(client, config, units, work, checkpoint, stage)
 
-    asyncio.run(main())
-    outputs, failures = checkpoint.collected(output_model, Failure)
-    stage_metrics = {
-        "units": len(units),
-        **metrics(outputs, failures),
-        **response_metrics(outputs, failures),
-        "failure_reasons": dict(Counter(failure.reason for failure in failures)),
-    }
-    manifest = checkpoint.finalize([unit_id for unit_id, _ in units], output_model, Failure, stage_metrics)
-    log.info("wrote %d records, %d failures: %s", manifest.count, manifest.failures, stage_metrics)
-    return StageResult(output_uri, manifest, metrics=stage_metrics)
+            gate, ranks = PriorityGate(endpoint.max_concurrency), itertools.count()
+
+            async def one(unit_id: str, item: Any) -> tuple[str, tuple[list[Record], list[Failure]]]:
+                try:
+                    return unit_id, await work(UnitClient(client, gate, next(ranks)), config, item)
+                except RequestRefused as error:
+                    return unit_id, ([], [refusal(stage, unit_id, item, error)])
+
+            await client.check_health()
+            log.info("%s units -> %s via %s (%s)", total if total is not None else "all", output_uri, endpoint.base_url, endpoint.model)
+            return await process_units(units, one, checkpoint, stage, endpoint.unit_limit(), total)
+
+    order = asyncio.run(main())
+
+    def stage_metrics(outputs: Iterable, failures: list[Failure]) -> dict:
+        return {
+            "units": len(order),
+            **metrics(outputs, failures),
+            **response_metrics(outputs, failures),
+            "failure_reasons": dict(Counter(failure.reason for failure in failures)),
+        }
+
+    manifest = checkpoint.finalize(order, output_model, Failure, stage_metrics)
+    log.info("wrote %d records, %d failures: %s", manifest.count, manifest.failures, manifest.metrics)
+    return StageResult(output_uri, manifest, metrics=manifest.metrics)
+
+
+class InputUnits:
+    """One unit per record of an input dataset (or JSONL file), read a part at a time; with
+    ``keep`` (records -> the ids to work on, from one pass) only the records it keeps, worked out on
+    first use."""
+
+    def __init__(self, records: RecordStream, keep: Callable[[Iterable[Record]], set[str]] | None = None):
+        self.records = records
+        self._keep = keep
+        self._kept: set[str] | None = None
+
+    def kept(self) -> set[str] | None:
+        if self._keep is not None and self._kept is None:
+            self._kept = self._keep(self.records)
+        return self._kept
+
+    def __iter__(self) -> Iterator[tuple[str, Record]]:
+        kept = self.kept()
+        return ((record.id, record) for record in self.records if kept is None or record.id in kept)
+
+    def __len__(self) -> int:
+        kept = self.kept()
+        return len(self.records) if kept is None else len(kept)
 
 
 def run_stage(
@@ -176,27 +314,28 @@ def run_stage(
     metrics: Metrics,
     sections: Sequence[str],
     iteration: int | None = None,
-    keep: Callable[[list[Record]], list[Record]] | None = None,
+    keep: Callable[[Iterable[Record]], set[str]] | None = None,
 ) -> StageResult:
-    """``run_units`` over the records of dataset (or JSONL file) ``input_uri``, one unit per record;
-    the input's checksum is part of the fingerprint. ``keep`` chooses the records worked on (the
-    metrics then count the input records and those not kept)."""
+    """``run_units`` over the records of dataset (or JSONL file) ``input_uri``, one unit per record,
+    read a part at a time; the input's checksum is part of the fingerprint. ``keep`` (records -> the
+    ids of those worked on) chooses the records worked on (the metrics then count the input
+    records and those not kept)."""
     storage = get_storage(config.storage)
-    records = load_records(storage, input_uri, input_model)
-    if not records:
+    records = RecordStream(storage, input_uri, input_model)
+    if not len(records):
         raise DataError(f"{input_uri} holds no records for stage {stage}")
-    kept = records if keep is None else keep(records)
+    units = InputUnits(records, keep)
     if keep is not None:
         stage_metrics = metrics
 
-        def metrics(outputs: list, failures: list[Failure]) -> dict:
-            return {"input_records": len(records), "input_not_kept": len(records) - len(kept), **stage_metrics(outputs, failures)}
+        def metrics(outputs: Iterable, failures: list[Failure]) -> dict:
+            return {"input_records": len(records), "input_not_kept": len(records) - len(units), **stage_metrics(outputs, failures)}
 
     return run_units(
         config,
         stage=stage,
         role=role,
-        units=[(record.id, record) for record in kept],
+        units=units,
         output_uri=output_uri,
         output_model=output_model,
         work=work,
@@ -206,6 +345,7 @@ def run_stage(
         storage=storage,
         iteration=iteration,
     )
+
 
 _TOKENIZERS: dict[str, Any] = {}
 

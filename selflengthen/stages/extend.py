@@ -16,7 +16,7 @@ from selflengthen.prompts import render_prompt
 from selflengthen.records import ExtensionRound, Failure, Response, stable_id
 from selflengthen.fingerprint import checks_sections
 from selflengthen.stages.common import StageResult, run_stage
-from selflengthen.stages.select import length_biased_sample
+from selflengthen.stages.select import length_biased_ids, lengths
 from selflengthen.text import check_text, count_words, keep_leading_fraction, split_halves
 
 STAGE = "extend"
@@ -162,5 +162,5 @@ def run_extend(config: RunConfig, *, responses: str, output: str) -> StageResult
         work=extend_response,
         metrics=extend_metrics,
         sections=["extend", *(["select", "seed"] if sample else []), *checks_sections(config)],
-        keep=(lambda records: length_biased_sample(records, config.select, config.seed)) if sample else None,
+        keep=(lambda records: length_biased_ids(lengths(records), config.select, config.seed)) if sample else None,
     )

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Iterable, Iterator
 
 from selflengthen.config import RunConfig, SelectConfig
-from selflengthen.datasets import Manifest, existing_dataset, input_checksum, load_records, write_records
+from selflengthen.datasets import Manifest, RecordStream, existing_dataset, input_checksum, write_records
 from selflengthen.fingerprint import checks_sections, stage_fingerprint
 from selflengthen.logs import stage_logger
 from selflengthen.records import Response
@@ -26,46 +27,78 @@ def keep_probability(rank: float, settings: SelectConfig) -> float:
     return min(1.0, max(0.0, 1.0 - settings.coefficient * rank**settings.exponent))
 
 
-def length_biased_sample(responses: list[Response], settings: SelectConfig, seed: int) -> list[Response]:
-    """Keep each response with the probability of its length rank; deterministic for a seed; in
-    the order given.
+def lengths(responses: Iterable[Response]) -> Iterator[tuple[str, int, str]]:
+    """(id, words, language) of each response: all that length-biased sampling reads."""
+    return ((response.id, response.words, response.language) for response in responses)
+
+
+def length_biased_ids(items: Iterable[tuple[str, int, str]], settings: SelectConfig, seed: int) -> set[str]:
+    """The ids of the responses that length-biased sampling keeps, given each one's (id, words,
+    language) (:func:`lengths`).
 
     Responses are ranked by (words, id), within their language when ``rank_within_language``
     (words and Chinese characters are not one scale); the i-th shortest of n has rank 1 - i/n.
     Each record's draw depends only on the seed and its id, so a rerun keeps the same records.
     """
-    groups: dict[str, list[Response]] = {}
-    for response in responses:
-        groups.setdefault(response.language if settings.rank_within_language else "all", []).append(response)
+    groups: dict[str, list[tuple[int, str]]] = {}
+    for response_id, words, language in items:
+        groups.setdefault(language if settings.rank_within_language else "all", []).append((words, response_id))
     kept_ids = set()
     for group in groups.values():
-        ordered = sorted(group, key=lambda r: (r.words, r.id))
-        for index, response in enumerate(ordered):
-            rank = 1.0 - index / len(ordered)
-            if random.Random(f"{seed}-{response.id}").random() < keep_probability(rank, settings):
-                kept_ids.add(response.id)
+        group.sort()
+        for index, (_, response_id) in enumerate(group):
+            rank = 1.0 - index / len(group)
+            if random.Random(f"{seed}-{response_id}").random() < keep_probability(rank, settings):
+                kept_ids.add(response_id)
+    return kept_ids
+
+
+def length_biased_sample(responses: list[Response], settings: SelectConfig, seed: int) -> list[Response]:
+    """The responses length-biased sampling keeps (:func:`length_biased_ids`), in the order given."""
+    kept_ids = length_biased_ids(lengths(responses), settings, seed)
     return [response for response in responses if response.id in kept_ids]
+
+
+class Selection:
+    """What selection keeps of some responses, from one pass that checks each response once and
+    holds only its (id, words, language): ``kept_ids``, rejections per reason, and the metrics."""
+
+    def __init__(self, responses: Iterable[Response], config: RunConfig, seed: int):
+        self.rejected: Counter[str] = Counter()
+        words_in: list[int] = []
+        passing: list[tuple[str, int, str]] = []
+        for response in responses:
+            words_in.append(response.words)
+            reason = check_text(response.text, config.checks.for_language(response.language), response.finish_reason)
+            if reason:
+                self.rejected[reason] += 1
+            else:
+                passing.append((response.id, response.words, response.language))
+        if config.select.length_biased:
+            self.kept_ids = length_biased_ids(passing, config.select, seed)
+            self.rejected["length_biased_sampling"] = len(passing) - len(self.kept_ids)
+        else:
+            self.kept_ids = {response_id for response_id, _, _ in passing}
+        self.metrics = {
+            "input": len(words_in),
+            "kept": len(self.kept_ids),
+            "rejected": dict(self.rejected),
+            "lengths_in": length_stats(words_in),
+            "lengths_kept": length_stats([words for response_id, words, _ in passing if response_id in self.kept_ids]),
+        }
 
 
 def select_responses(responses: list[Response], config: RunConfig, seed: int) -> tuple[list[Response], Counter[str]]:
     """The responses that pass the checks and survive length-biased sampling, and rejection counts per reason."""
-    rejected: Counter[str] = Counter()
-    passing = []
-    for response in responses:
-        reason = check_text(response.text, config.checks.for_language(response.language), response.finish_reason)
-        if reason:
-            rejected[reason] += 1
-        else:
-            passing.append(response)
-    if not config.select.length_biased:
-        return passing, rejected
-    kept = length_biased_sample(passing, config.select, seed)
-    rejected["length_biased_sampling"] = len(passing) - len(kept)
-    return kept, rejected
+    selection = Selection(responses, config, seed)
+    return [response for response in responses if response.id in selection.kept_ids], selection.rejected
 
 
 def run_select(config: RunConfig, *, input: str, output: str, iteration: int = 1) -> Manifest:
-    """Select from dataset ``input`` into ``output``; the manifest counts rejections per reason."""
+    """Select from dataset ``input`` into ``output``; the manifest counts rejections per reason.
+
+    Two passes over the input, a part at a time: the checks and the lengths (to rank: a
+    :class:`Selection`), then the kept records are written; memory holds ids and lengths, not texts."""
     storage = get_storage(config.storage)
     log = stage_logger(config.run_id, STAGE, iteration)
     fingerprint = stage_fingerprint(
@@ -77,18 +110,12 @@ def run_select(config: RunConfig, *, input: str, output: str, iteration: int = 1
     if (done := existing_dataset(storage, output, fingerprint, config.on_change)) is not None:
         log.info("already complete at %s (%d records); skipped", output, done.count)
         return done
-    responses = load_records(storage, input, Response)
+    responses = RecordStream(storage, input, Response)
     storage.check_writable(output)
-    kept, rejected = select_responses(responses, config, seed=config.seed * 1000 + iteration)
-    metrics = {
-        "input": len(responses),
-        "kept": len(kept),
-        "rejected": dict(rejected),
-        "lengths_in": length_stats([r.words for r in responses]),
-        "lengths_kept": length_stats([r.words for r in kept]),
-    }
+    selection = Selection(responses, config, seed=config.seed * 1000 + iteration)
+    kept = (response for response in responses if response.id in selection.kept_ids)
     manifest = write_records(
-        storage, output, kept, stage=STAGE, fingerprint=fingerprint, shard_size=config.storage.shard_size, metrics=metrics
+        storage, output, kept, stage=STAGE, fingerprint=fingerprint, shard_size=config.storage.shard_size, metrics=selection.metrics
     )
-    log.info("kept %d of %d: %s", len(kept), len(responses), dict(rejected))
+    log.info("kept %d of %d: %s", manifest.count, selection.metrics["input"], dict(selection.rejected))
     return manifest

@@ -91,3 +91,19 @@ def test_lengths_are_ranked_within_each_language():
     # Within a language the shortest fifth is always dropped.
     assert min(r.words for r in per_language if r.language == "en") > 100 + 3
     assert per_language == length_biased_sample(english + chinese, SelectConfig(), seed=5)
+
+
+def test_run_select_streams_a_many_part_input_into_the_records_and_metrics_of_selecting_it_whole(tmp_path):
+    storage = get_storage(CONFIG.storage)
+    english = [response(essay(20 + (7 * i) % 50, seed=i), index=i) for i in range(40)]
+    chinese = [response("".join(chr(0x4E00 + (31 * i + 7 * j) % 3000) for j in range(300 + i)) + "。", index=100 + i, language="zh") for i in range(20)]
+    failing = [response("no final punctuation here", index=200), response("Cut off.", index=201, finish_reason="length")]
+    responses = english[:20] + failing[:1] + chinese + english[20:] + failing[1:]
+    source, target = str(tmp_path / "in"), str(tmp_path / "out")
+    write_records(storage, source, responses, stage="extend", fingerprint=Fingerprint.of({}), shard_size=7)
+    manifest = run_select(CONFIG, input=source, output=target, iteration=2)
+    whole, rejected = select_responses(responses, CONFIG, seed=CONFIG.seed * 1000 + 2)
+    assert read_records(storage, target, Response) == whole  # the same records, in the input's order
+    assert len(read_manifest(storage, source).shards) == 9 and manifest.metrics["rejected"] == dict(rejected)
+    assert {r.language for r in whole} == {"en", "zh"} and rejected["length_biased_sampling"] > 0
+    assert manifest.metrics["input"] == len(responses) and manifest.metrics["kept"] == len(whole)
