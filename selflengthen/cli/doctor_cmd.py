@@ -44,7 +44,8 @@ def doctor_command(
     for finding in findings:
         typer.echo(finding.line())
     failures = [finding for finding in findings if not finding.ok]
-    typer.echo(f"{len(findings) - len(failures)} ok, {len(failures)} failed")
+    warnings = sum(finding.warning for finding in findings)
+    typer.echo(f"{len(findings) - len(failures)} ok{f' ({warnings} with a warning)' if warnings else ''}, {len(failures)} failed")
     if failures:
         raise typer.Exit(1)
 

@@ -41,8 +41,11 @@ class Finding:
     ok: bool
     message: str
     fix: str = ""
+    warning: bool = False  # passes, but what it checks was only partly checked: says why and how to check it all
 
     def line(self) -> str:
+        if self.warning:
+            return f"WARN  {self.check}: {self.message}" + (f"\n      fix: {self.fix}" if self.fix else "")
         if self.ok:
             return f"ok    {self.check}: {self.message}"
         return f"FAIL  {self.check}: {self.message}" + (f"\n      fix: {self.fix}" if self.fix else "")
@@ -208,41 +211,111 @@ def _tolerated(taint: k8s.V1Taint, tolerations: list[dict[str, Any]]) -> bool:
     return False
 
 
-def _fitting_nodes(nodes: list[k8s.V1Node], selector: dict[str, str], tolerations: list[dict[str, Any]], gpus: int) -> list[str]:
-    fitting = []
+def _quantity(resources: dict[str, str] | None) -> int:
+    return int((resources or {}).get(GPU_RESOURCE, "0"))
+
+
+def _container_gpus(container: k8s.V1Container) -> int:
+    """A container's GPU request; for extended resources the API server defaults a request left
+    out to the limit, and a request must equal the limit."""
+    resources = container.resources
+    if resources is None:
+        return 0
+    return _quantity(resources.requests) if resources.requests and GPU_RESOURCE in resources.requests else _quantity(resources.limits)
+
+
+def pod_gpu_request(pod: k8s.V1Pod) -> int:
+    """The GPUs the scheduler reserves for ``pod``: its effective request
+    (https://kubernetes.io/docs/concepts/resource-management/effective-pod-requests-limits/):
+    the higher of the sum over app and sidecar containers (init containers with restartPolicy
+    Always) and the effective init request, the highest over init containers of one's request plus
+    the sidecars listed before it; plus the pod overhead."""
+    sidecars = init_peak = 0
+    for container in pod.spec.init_containers or []:
+        gpus = _container_gpus(container)
+        if container.restart_policy == "Always":
+            sidecars += gpus
+            init_peak = max(init_peak, sidecars)
+        else:
+            init_peak = max(init_peak, gpus + sidecars)
+    running = sum(_container_gpus(container) for container in pod.spec.containers or []) + sidecars
+    return max(running, init_peak) + _quantity(pod.spec.overhead)
+
+
+# Pods bound to a node that still hold their requests (the scheduler frees a pod's requests when it
+# reaches Succeeded or Failed); the API server filters pods by these fields (spec.nodeName,
+# status.phase are pod field selectors).
+HOLDING_PODS = "spec.nodeName!=,status.phase!=Succeeded,status.phase!=Failed"
+
+
+def gpus_in_use(api: k8s.ApiClient) -> dict[str, int]:
+    """GPUs requested per node by its pods that are not terminated (one cluster-wide list)."""
+    used: dict[str, int] = {}
+    for pod in k8s.CoreV1Api(api).list_pod_for_all_namespaces(field_selector=HOLDING_PODS).items:
+        gpus = pod_gpu_request(pod)
+        if gpus:
+            used[pod.spec.node_name] = used.get(pod.spec.node_name, 0) + gpus
+    return used
+
+
+@dataclass(frozen=True)
+class GpuNode:
+    name: str
+    allocatable: int
+    free: int
+
+
+def _matching_nodes(nodes: list[k8s.V1Node], selector: dict[str, str], tolerations: list[dict[str, Any]], used: dict[str, int] | None) -> list[GpuNode]:
+    """Schedulable nodes with the labels of ``selector`` whose taints ``tolerations`` tolerate,
+    with their allocatable GPUs and those free (allocatable when ``used`` is unknown)."""
+    matching = []
     for node in nodes:
         labels = node.metadata.labels or {}
         if any(labels.get(key) != value for key, value in selector.items()):
             continue
         if (node.spec and node.spec.unschedulable) or not all(_tolerated(taint, tolerations) for taint in (node.spec.taints or [])):
             continue
-        allocatable = int(((node.status and node.status.allocatable) or {}).get(GPU_RESOURCE, "0"))
-        if allocatable >= gpus:
-            fitting.append(node.metadata.name)
-    return fitting
+        allocatable = _quantity(node.status and node.status.allocatable)
+        free = allocatable if used is None else allocatable - used.get(node.metadata.name, 0)
+        matching.append(GpuNode(node.metadata.name, allocatable, free))
+    return matching
 
 
 def check_gpu_nodes(config: RunConfig, api: k8s.ApiClient) -> list[Finding]:
-    """Nodes whose labels, taints and allocatable GPUs fit the vLLM servers and the trainers."""
+    """Nodes whose labels, taints and free GPUs (allocatable minus what their running pods
+    request) fit the vLLM servers and the trainers."""
+    core = k8s.CoreV1Api(api)
     try:
-        nodes = k8s.CoreV1Api(api).list_node().items
+        nodes = core.list_node().items
     except (ApiException, HTTPError) as error:
         return _api_failure("GPU nodes", error, "listing nodes", "run doctor with an identity that may list nodes")
+    findings: list[Finding] = []
+    try:
+        used: dict[str, int] | None = gpus_in_use(api)
+    except (ApiException, HTTPError) as error:
+        used = None
+        findings.append(Finding(
+            "GPU nodes", True, describe_api_error(error, "listing the pods of all namespaces")
+            + ": GPUs in use are unknown, so the checks below count allocatable GPUs, not free ones",
+            "run doctor with an identity that may list pods in all namespaces to count free GPUs", warning=True,
+        ))  # fmt: skip
     shapes = [("serving nodes", config.serving.cluster.node_selector, config.serving.cluster.tolerations, config.serving.cluster.gpus, 1, "serving.cluster")]
     if config.execution.training == "trainjob":
         shapes.append(("training nodes", config.trainjob.node_selector, config.trainjob.tolerations, config.trainjob.gpus_per_node, config.trainjob.num_nodes, "trainjob"))
     elif config.trainjob.gpus_per_node:
         shapes.append(("training nodes", config.trainjob.node_selector, config.trainjob.tolerations, config.trainjob.gpus_per_node, 1, "trainjob"))
-    findings: list[Finding] = []
+    counted = "allocatable" if used is None else "free"
     for name, selector, tolerations, gpus, needed, section in shapes:
-        fitting = _fitting_nodes(nodes, selector, tolerations, gpus)
-        shape = f"{gpus} allocatable {GPU_RESOURCE}, labels {selector or '{}'}, tolerating their taints"
+        matching = _matching_nodes(nodes, selector, tolerations, used)
+        fitting = sorted(node.name for node in matching if node.free >= gpus)
+        shape = f"{gpus} {counted} {GPU_RESOURCE}, labels {selector or '{}'}, tolerating their taints"
+        figures = ", ".join(f"{node.name} {node.free} free of {node.allocatable}" for node in sorted(matching, key=lambda node: node.name)[:5])
         if len(fitting) >= needed:
-            findings += ok(name, f"{len(fitting)} node(s) with {shape}: {', '.join(sorted(fitting)[:5])}")
+            findings += ok(name, f"{len(fitting)} node(s) with {shape}: {', '.join(fitting[:5])} ({figures})")
         else:
             findings += failed(
-                name, f"{len(fitting)} of {len(nodes)} node(s) have {shape}; {needed} needed",
-                f"add GPU nodes (NVIDIA GPU operator or device plugin) or adjust {section}.node_selector / tolerations / GPUs",
+                name, f"{len(fitting)} of {len(nodes)} node(s) have {shape}; {needed} needed" + (f" ({figures})" if figures else ""),
+                f"free or add GPU nodes (NVIDIA GPU operator or device plugin) or adjust {section}.node_selector / tolerations / GPUs",
             )  # fmt: skip
     return findings
 

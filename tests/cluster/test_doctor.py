@@ -83,32 +83,107 @@ def test_inline_training_needs_no_trainer():
 # --------------------------------------------------------------------------- GPU nodes
 
 
+PODS = "/api/v1/pods"
+GPU = "nvidia.com/gpu"
+
+
+def pod(node_name: str, *gpus: int, init: tuple[int, ...] = (), sidecars: tuple[int, ...] = ()) -> dict[str, Any]:
+    """A pod bound to ``node_name`` whose containers request ``gpus``; init containers ``init``
+    and sidecars (restartable init containers, listed first) ``sidecars``."""
+    def container(name: str, count: int, **extra: Any) -> dict[str, Any]:
+        return {"name": name, "image": "x", "resources": {"limits": {GPU: str(count)}, "requests": {GPU: str(count)}}, **extra}
+
+    return {
+        "metadata": {"name": f"pod-on-{node_name}", "namespace": "team"},
+        "spec": {
+            "nodeName": node_name,
+            "containers": [container(f"c{i}", count) for i, count in enumerate(gpus)],
+            "initContainers": [container(f"s{i}", count, restartPolicy="Always") for i, count in enumerate(sidecars)]
+            + [container(f"i{i}", count) for i, count in enumerate(init)],
+        },
+        "status": {"phase": "Running"},
+    }
+
+
+
+def nodes_and_pods(nodes: list[dict[str, Any]], pods: list[dict[str, Any]]) -> FakeKubeAPI:
+    return FakeKubeAPI().reply("GET", "/api/v1/nodes", payload={"items": nodes}).reply("GET", PODS, payload={"items": pods})
+
+
 def test_gpu_nodes_fitting_the_serving_and_training_shapes():
     config = cluster_config(
         serving__cluster__tolerations=[GPU_TAINT], trainjob__tolerations=[GPU_TAINT],
         trainjob__node_selector={"pool": "train"}, trainjob__num_nodes=2, trainjob__gpus_per_node=8,
     )  # fmt: skip
-    kube = FakeKubeAPI().reply("GET", "/api/v1/nodes", payload={"items": [
-        node("train-a", 8, labels={"pool": "train"}), node("train-b", 8, labels={"pool": "train"}), node("cpu", 0, tainted=False),
-    ]})  # fmt: skip
+    kube = nodes_and_pods([node("train-a", 8, labels={"pool": "train"}), node("train-b", 8, labels={"pool": "train"}), node("cpu", 0, tainted=False)], [])
     findings = doctor.check_gpu_nodes(config, kube.api_client)
+    kube.assert_done()
     assert all(finding.ok for finding in findings), lines(findings)
-    assert "ok    training nodes: 2 node(s) with 8 allocatable nvidia.com/gpu, labels {'pool': 'train'}" in lines(findings)
+    assert "ok    training nodes: 2 node(s) with 8 free nvidia.com/gpu, labels {'pool': 'train'}" in lines(findings)
+    assert "(train-a 8 free of 8, train-b 8 free of 8)" in lines(findings)
+    # the pods holding GPUs are asked for once, cluster-wide, without the terminated ones
+    assert kube.requests[1].query["fieldSelector"] == "spec.nodeName!=,status.phase!=Succeeded,status.phase!=Failed"
 
 
-def test_gpu_nodes_whose_taint_is_not_tolerated_or_too_small_fail():
-    config = cluster_config(trainjob__tolerations=[GPU_TAINT], trainjob__num_nodes=2, trainjob__gpus_per_node=8)
-    kube = FakeKubeAPI().reply("GET", "/api/v1/nodes", payload={"items": [node("gpu-a", 8), node("gpu-b", 4)]})
+def test_a_busy_node_counts_its_free_gpus_not_its_allocatable_ones():
+    config = cluster_config(serving__cluster__tolerations=[GPU_TAINT], serving__cluster__gpus=4, trainjob__tolerations=[GPU_TAINT], trainjob__num_nodes=2, trainjob__gpus_per_node=8)
+    kube = nodes_and_pods([node("busy", 8), node("free", 8)], [pod("busy", 2, 3), pod("free", 0)])
     text = lines(doctor.check_gpu_nodes(config, kube.api_client))
-    assert "FAIL  serving nodes: 0 of 2 node(s) have 1 allocatable nvidia.com/gpu" in text  # serving tolerates no taint
-    assert "FAIL  training nodes: 1 of 2 node(s) have 8 allocatable nvidia.com/gpu, labels {}, tolerating their taints; 2 needed" in text
-    assert "fix: add GPU nodes (NVIDIA GPU operator or device plugin) or adjust trainjob.node_selector" in text
+    assert "ok    serving nodes: 1 node(s) with 4 free nvidia.com/gpu, labels {}, tolerating their taints: free (busy 3 free of 8, free 8 free of 8)" in text
+    assert "FAIL  training nodes: 1 of 2 node(s) have 8 free nvidia.com/gpu, labels {}, tolerating their taints; 2 needed (busy 3 free of 8, free 8 free of 8)" in text
+    assert "fix: free or add GPU nodes" in text
+
+
+def test_every_node_busy_fails_the_serving_shape():
+    config = cluster_config(serving__cluster__tolerations=[GPU_TAINT], execution__training="inline", trainjob__gpus_per_node=0)
+    kube = nodes_and_pods([node("gpu-a", 2), node("gpu-b", 1)], [pod("gpu-a", 1, 1), pod("gpu-b", 1)])
+    (finding,) = doctor.check_gpu_nodes(config, kube.api_client)
+    assert not finding.ok and "0 of 2 node(s) have 1 free nvidia.com/gpu" in finding.message and "gpu-a 0 free of 2, gpu-b 0 free of 1" in finding.message
+
+
+@pytest.mark.parametrize(
+    ("gpus", "init", "sidecars", "reserved"),
+    [
+        ((1, 1), (4,), (), 4),  # an init container asking more than the app containers together reserves its request
+        ((2, 2), (3,), (), 4),  # else the app containers' sum
+        ((2,), (2,), (1,), 3),  # a sidecar runs beside the init containers after it and beside the app containers
+        ((1,), (1,), (2,), 3),
+    ],
+)
+def test_the_effective_request_of_a_pod_with_init_containers(gpus, init, sidecars, reserved):
+    busy = pod("n", *gpus, init=init, sidecars=sidecars)
+    for wanted, fits in ((8 - reserved, True), (9 - reserved, False)):
+        config = cluster_config(serving__cluster__tolerations=[GPU_TAINT], serving__cluster__gpus=wanted, execution__training="inline", trainjob__gpus_per_node=0)
+        (finding,) = doctor.check_gpu_nodes(config, nodes_and_pods([node("n", 8)], [busy]).api_client)
+        assert finding.ok is fits and f"(n {8 - reserved} free of 8)" in finding.message, finding.line()
 
 
 def test_listing_nodes_refused_names_the_http_status():
     kube = FakeKubeAPI().reply("GET", "/api/v1/nodes", 403, status(403, "Forbidden", "nodes is forbidden: User alice cannot list"))
     text = lines(doctor.check_gpu_nodes(cluster_config(), kube.api_client))
     assert "FAIL  GPU nodes: listing nodes: HTTP 403" in text and "User alice cannot list" in text
+
+
+def test_gpu_nodes_whose_taint_is_not_tolerated_or_too_small_fail():
+    config = cluster_config(trainjob__tolerations=[GPU_TAINT], trainjob__num_nodes=2, trainjob__gpus_per_node=8)
+    kube = nodes_and_pods([node("gpu-a", 8), node("gpu-b", 4)], [])
+    text = lines(doctor.check_gpu_nodes(config, kube.api_client))
+    assert "FAIL  serving nodes: 0 of 2 node(s) have 1 free nvidia.com/gpu, labels {}, tolerating their taints; 1 needed\n" in text  # serving tolerates no taint
+    assert "FAIL  training nodes: 1 of 2 node(s) have 8 free nvidia.com/gpu, labels {}, tolerating their taints; 2 needed (gpu-a 8 free of 8, gpu-b 4 free of 4)" in text
+    assert "fix: free or add GPU nodes (NVIDIA GPU operator or device plugin) or adjust trainjob.node_selector" in text
+
+
+def test_listing_pods_forbidden_warns_and_falls_back_to_allocatable_gpus():
+    config = cluster_config(serving__cluster__tolerations=[GPU_TAINT], trainjob__tolerations=[GPU_TAINT], trainjob__num_nodes=2, trainjob__gpus_per_node=8)
+    kube = FakeKubeAPI().reply("GET", "/api/v1/nodes", payload={"items": [node("gpu-a", 8), node("gpu-b", 4)]})
+    kube.reply("GET", PODS, 403, status(403, "Forbidden", 'pods is forbidden: User "alice" cannot list resource "pods" at the cluster scope'))
+    warning, serving, training = doctor.check_gpu_nodes(config, kube.api_client)
+    assert warning.ok and warning.warning
+    assert warning.line().startswith("WARN  GPU nodes: listing the pods of all namespaces: HTTP 403")
+    assert "GPUs in use are unknown, so the checks below count allocatable GPUs, not free ones" in warning.message
+    assert "fix: run doctor with an identity that may list pods in all namespaces" in warning.line()
+    assert serving.ok and "2 node(s) with 1 allocatable nvidia.com/gpu" in serving.message
+    assert not training.ok and "1 of 2 node(s) have 8 allocatable nvidia.com/gpu" in training.message
 
 
 # --------------------------------------------------------------------------- the service account
