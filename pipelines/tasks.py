@@ -14,8 +14,10 @@ from kfp import kubernetes
 from kfp.dsl import PipelineTask
 
 import components
+from selflengthen.cluster.objects import MODEL_CACHE_DIR
 from selflengthen.cluster.ownership import POD_FIELDS
 from selflengthen.config import RunConfig, StepResources
+from selflengthen.modelio import MODEL_CACHE_ENV
 
 # Seconds before the first retry of a failed step; each further retry waits twice as long.
 RETRY_BACKOFF = "15s"
@@ -77,7 +79,25 @@ def place_inline_training(task: PipelineTask, config: RunConfig) -> PipelineTask
             effect=toleration.get("effect"),
             toleration_seconds=toleration.get("tolerationSeconds"),
         )
-    return task
+    return mount_model_cache(task, config)
+
+
+def mount_model_cache(task: PipelineTask, config: RunConfig) -> PipelineTask:
+    """The inline train step reads the base model and adapters from the shared model cache
+    (``execution.model_cache_pvc``) as TrainJobs do: the PVC at the same folder, named by env
+    SELFLENGTHEN_MODEL_CACHE (selflengthen.modelio.localize; an entry still missing is filled).
+
+    Only where the step pod can mount it: a pod mounts PVCs of its own namespace, and the PVC is in
+    ``pipeline.namespace``; standalone KFP runs its step pods in its own namespace
+    (``pipeline.run_namespace``), where the step keeps copying the model into its own cache.
+    The mount is read-write: kfp-kubernetes 2.17.3 ``mount_pvc`` and its ``PvcMount`` message
+    have no read-only field (mount_path, sub_path, the claim name), and the KFP driver builds the
+    volume mount from those alone (kubeflow/pipelines backend/src/v2/driver/k8s.go,
+    makeVolumeMountPatch: Name, MountPath, SubPath)."""
+    if not config.execution.model_cache_pvc or config.pipeline.steps_namespace != config.pipeline.namespace:
+        return task
+    kubernetes.mount_pvc(task, pvc_name=config.execution.model_cache_pvc, mount_path=MODEL_CACHE_DIR)
+    return task.set_env_variable(MODEL_CACHE_ENV, MODEL_CACHE_DIR)
 
 
 def knows_its_pod(task: PipelineTask) -> PipelineTask:

@@ -703,6 +703,13 @@ class PipelineConfig(Section):
         True, description="KFP caching of steps on their inputs (serve, teardown, prepare and report never cache)"
     )
     namespace: str = Field("selflengthen", description="Kubernetes namespace of the model servers and TrainJobs the steps create")
+    run_namespace: str | None = Field(
+        None, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63,
+        description="namespace the run's step pods run in: null: pipeline.namespace (multi-user Kubeflow: the profile "
+        "namespace); standalone Kubeflow Pipelines: its own (e.g. kubeflow). A pod mounts PVCs of its namespace only, so "
+        "the inline train step mounts execution.model_cache_pvc only when this is pipeline.namespace; doctor checks the "
+        "run's account here",
+    )
     service_account: str = Field(
         "selflengthen-runner",
         description="the account the run's pods use: `selflengthen submit` creates the run with it and `doctor` checks its "
@@ -710,6 +717,11 @@ class PipelineConfig(Section):
     )
     storage_secret: str = Field("selflengthen-s3", description="Kubernetes Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY")
     api_key_secret: str | None = Field(None, description="Kubernetes Secret with SELFLENGTHEN_API_KEY")
+
+    @property
+    def steps_namespace(self) -> str:
+        """Where the run's step pods run (``run_namespace``, else ``namespace``)."""
+        return self.run_namespace or self.namespace
 
 
 class ModelConfig(Section):

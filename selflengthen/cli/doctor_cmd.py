@@ -19,7 +19,7 @@ def doctor_command(
     kfp_namespace: str = typer.Option("kubeflow", "--kfp-namespace", help="namespace of Kubeflow Pipelines itself (for the kubeconfig route and in-cluster)"),
     run_namespace: str = typer.Option(
         None, "--run-namespace",
-        help="where the runs' pods and their account live: standalone KFP's namespace (e.g. kubeflow); default pipeline.namespace",
+        help="where the runs' pods and their account live: standalone KFP's namespace (e.g. kubeflow); default pipeline.run_namespace, else pipeline.namespace",
     ),
     artifact_secret: str = typer.Option(
         "mlpipeline-minio-artifact", "--artifact-secret",

@@ -336,12 +336,13 @@ def _subject_access_review(user: str, namespace: str, permission: Permission) ->
 
 
 def check_service_account(config: RunConfig, api: k8s.ApiClient, artifact_secret: str, run_namespace: str | None = None) -> list[Finding]:
-    """The run's account exists in the namespace the run's pods use (``run_namespace``: the KFP
-    namespace of standalone Kubeflow Pipelines, else ``pipeline.namespace``) and holds every
+    """The run's account exists in the namespace the run's pods use (``run_namespace``, else
+    ``pipeline.run_namespace``: the KFP namespace of standalone Kubeflow Pipelines; else
+    ``pipeline.namespace``) and holds every
     permission of :func:`run_permissions`: the steps' in ``pipeline.namespace``, the KFP
     launcher's in ``run_namespace``."""
     namespace, account = config.pipeline.namespace, config.pipeline.service_account
-    run_namespace = run_namespace or namespace
+    run_namespace = run_namespace or config.pipeline.steps_namespace
     name = f"service account {run_namespace}/{account}"
     try:
         k8s.CoreV1Api(api).read_namespaced_service_account(account, run_namespace)
@@ -412,7 +413,7 @@ def check_secrets(config: RunConfig, api: k8s.ApiClient, artifact_secret: str, r
     """Each Secret the config names exists where it is read, with its keys (values are never read out)."""
     core = k8s.CoreV1Api(api)
     findings: list[Finding] = []
-    for secret, keys, field, namespaces in required_secrets(config, artifact_secret, run_namespace or config.pipeline.namespace):
+    for secret, keys, field, namespaces in required_secrets(config, artifact_secret, run_namespace or config.pipeline.steps_namespace):
         for namespace in namespaces:
             name = f"Secret {namespace}/{secret}"
             create = f"kubectl -n {namespace} create secret generic {secret} " + " ".join(f"--from-literal={key}=..." for key in keys)

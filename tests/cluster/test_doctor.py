@@ -335,12 +335,13 @@ def test_the_command_prints_every_check_and_exits_1_on_a_failure(s3_config, kfp_
     assert result.output.rstrip().endswith("failed")
 
 
-def test_standalone_kfp_checks_the_runner_in_the_kfp_namespace_and_the_steps_rights_in_the_objects_namespace():
-    config = cluster_config(pipeline__service_account="pipeline-runner")
+@pytest.mark.parametrize(("configured", "given"), [(None, "kubeflow"), ("kubeflow", None)])  # --run-namespace, or pipeline.run_namespace
+def test_standalone_kfp_checks_the_runner_in_the_kfp_namespace_and_the_steps_rights_in_the_objects_namespace(configured, given):
+    config = cluster_config(pipeline__service_account="pipeline-runner", pipeline__run_namespace=configured)
     kube = FakeKubeAPI().reply("GET", "/api/v1/namespaces/kubeflow/serviceaccounts/pipeline-runner", payload={"metadata": {"name": "pipeline-runner"}})
     for _ in run_permissions(config, ARTIFACTS):
         kube.reply("POST", SAR, 201, lambda request: {**request.body, "status": {"allowed": True}})
-    assert doctor.check_service_account(config, kube.api_client, ARTIFACTS, "kubeflow")[0].ok
+    assert doctor.check_service_account(config, kube.api_client, ARTIFACTS, given)[0].ok
     asked = {(r.body["spec"]["resourceAttributes"]["resource"], r.body["spec"]["resourceAttributes"]["namespace"]) for r in kube.requests[1:]}
     assert ("deployments", NAMESPACE) in asked and ("secrets", "kubeflow") in asked and ("secrets", NAMESPACE) not in asked
     assert {r.body["spec"]["user"] for r in kube.requests[1:]} == {"system:serviceaccount:kubeflow:pipeline-runner"}

@@ -88,3 +88,24 @@ def test_an_unwritable_cache_without_the_entry_downloads_privately(s3_storage_co
         assert (folder / "config.json").read_text() == "{}" and tmp_path not in folder.parents
     finally:
         shutil.rmtree(folder.parent)
+
+
+@pytest.mark.integration
+def test_the_inline_train_step_reads_the_base_model_a_server_cached(s3_storage_config, s3_bucket: str, tmp_path: Path, monkeypatch):
+    """The env the inline train step gets with the cache mounted (pipelines/tasks.py
+    mount_model_cache) makes the trainer read the entry a model server's init container filled:
+    the same folder, no copy of its own; a new content is fetched into the cache once."""
+    from selflengthen.training.trainer import _localize
+
+    storage = get_storage(s3_storage_config)
+    uri = f"s3://{s3_bucket}/models/base"
+    storage.write_text(f"{uri}/config.json", '{"model_type": "qwen2"}')
+    cache = tmp_path / "pvc"
+    monkeypatch.setenv(MODEL_CACHE_ENV, str(cache))
+    fetch([(uri, str(tmp_path / "server" / "models" / "base"))], s3_storage_config)
+    (entry,) = list(cache.iterdir())
+    config = cluster_config(storage=s3_storage_config.model_dump(), execution__training="inline", execution__model_cache_pvc="models")
+    assert _localize(uri, config, "base model") == entry and list(cache.iterdir()) == [entry]
+    storage.write_text(f"{uri}/config.json", '{"model_type": "llama"}')
+    fresh = _localize(uri, config, "base model")
+    assert fresh.parent == cache and (fresh / "config.json").read_text() == '{"model_type": "llama"}'

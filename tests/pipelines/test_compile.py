@@ -215,6 +215,34 @@ def test_inline_training_runs_in_the_trainer_image_with_its_gpus_trainjobs_do_no
     assert "nodeSelector" not in executors["exec-train"]
 
 
+@pytest.mark.parametrize(
+    ("overrides", "mounted"),
+    [
+        ({"execution.training": "inline", "execution.model_cache_pvc": "models"}, True),  # multi-user: the runs' namespace is pipeline.namespace
+        ({"execution.training": "inline", "execution.model_cache_pvc": "models", "pipeline.run_namespace": "selflengthen"}, True),
+        ({"execution.training": "inline", "execution.model_cache_pvc": "models", "pipeline.run_namespace": "kubeflow"}, False),  # standalone KFP
+        ({"execution.training": "inline"}, False),  # no cache
+        ({"execution.training": "trainjob", "execution.model_cache_pvc": "models"}, False),  # the TrainJob mounts it
+    ],
+)
+def test_the_inline_train_step_mounts_the_model_cache_where_its_pod_can(tmp_path: Path, overrides: dict, mounted: bool) -> None:
+    from selflengthen.cluster.objects import MODEL_CACHE_DIR
+    from selflengthen.modelio import MODEL_CACHE_ENV
+
+    spec, executors = compiled(load_config(CLUSTER_CONFIG, overrides), tmp_path)
+    containers = {name: executor["container"] for name, executor in spec["deploymentSpec"]["executors"].items() if "container" in executor}
+    trains = [name for name in containers if name == "exec-train" or name.startswith("exec-train-")]
+    assert len(trains) >= 2  # one per iteration and role
+    for name, container in containers.items():
+        env = container.get("env", [])
+        if mounted and name in trains:
+            (mount,) = executors[name]["pvcMount"]
+            assert (mount["mountPath"], mount["pvcNameParameter"]["runtimeValue"]["constant"]) == (MODEL_CACHE_DIR, "models")
+            assert {"name": MODEL_CACHE_ENV, "value": MODEL_CACHE_DIR} in env
+        else:
+            assert "pvcMount" not in executors.get(name, {}) and all(variable["name"] != MODEL_CACHE_ENV for variable in env), name
+
+
 def test_the_inline_train_step_starts_torchrun_with_one_process_per_gpu(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from selflengthen.orchestration import training
     from selflengthen.training.launch import TrainingRequest
