@@ -13,6 +13,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "selflengthen"
 MANIFESTS = ROOT / "manifests"
+COMPILED = ROOT / "pipelines" / "compiled" / "selflengthen-cluster.yaml"
 
 Objects = list[dict[str, Any]]
 
@@ -55,3 +56,13 @@ def kustomize(kubectl_bin: Path) -> Callable[[str], Objects]:
 
 def by_kind_and_name(objects: Objects) -> dict[tuple[str, str], dict[str, Any]]:
     return {(obj["kind"], obj["metadata"]["name"]): obj for obj in objects}
+
+
+def render_registration(helm_bin: Path, *values: str, namespace: str = "team-a") -> dict[tuple[str, str], dict[str, Any]]:
+    """The chart's objects with the registration Job of the compiled pipeline, by kind and name."""
+    arguments = [argument for value in values for argument in ("--set", value)]
+    result = run_tool(
+        helm_bin, "template", "selflengthen", CHART, "--namespace", namespace, "--set", "registration.enabled=true",
+        "--set-file", f"registration.pipeline={COMPILED}", *arguments,
+    )  # fmt: skip
+    return by_kind_and_name(load_objects(result.stdout))

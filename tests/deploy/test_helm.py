@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.deploy.conftest import CHART, by_kind_and_name, run_tool
+from tests.deploy.conftest import CHART, COMPILED, by_kind_and_name, render_registration, run_tool
 from tests.fixtures.k8s_validation import validate_object
 
 DEFAULT_OBJECTS = {
@@ -232,18 +232,6 @@ def test_helm_and_kustomize_install_the_same_objects(helm_template, kustomize):
         assert obj["metadata"]["namespace"] == other["metadata"]["namespace"]
         for field in ("spec", "rules", "roleRef", "subjects"):
             assert obj.get(field) == other.get(field), f"{key}: {field} differs"
-
-
-COMPILED = CHART.parents[1] / "pipelines" / "compiled" / "selflengthen-cluster.yaml"
-
-
-def render_registration(helm_bin: Path, *values: str) -> dict:
-    arguments = [argument for value in values for argument in ("--set", value)]
-    result = run_tool(
-        helm_bin, "template", "selflengthen", CHART, "--namespace", "team-a", "--set", "registration.enabled=true",
-        "--set-file", f"registration.pipeline={COMPILED}", *arguments,
-    )  # fmt: skip
-    return by_kind_and_name([obj for obj in yaml.safe_load_all(result.stdout) if obj])
 
 
 @pytest.mark.integration

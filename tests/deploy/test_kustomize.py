@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from selflengthen.config import PipelineConfig
-from tests.deploy.conftest import by_kind_and_name
+from tests.deploy.conftest import COMPILED, by_kind_and_name, render_registration
 from tests.fixtures.k8s_validation import validate_object
 
 pytestmark = pytest.mark.integration
@@ -30,12 +30,23 @@ MINIO_OBJECTS = {
     ("NetworkPolicy", "selflengthen-minio"),
 }
 
+# manifests/components/registration and model-cache, which the prod overlay uses
+REGISTRATION_OBJECTS = {
+    ("ConfigMap", "selflengthen-pipeline"),
+    ("ServiceAccount", "selflengthen-register"),
+    ("Role", "selflengthen-register"),
+    ("RoleBinding", "selflengthen-register"),
+    ("NetworkPolicy", "selflengthen-register"),
+    ("Job", "selflengthen-register"),
+}
+MODEL_CACHE_OBJECTS = {("PersistentVolumeClaim", "selflengthen-models")}
+
 
 @pytest.mark.parametrize(
     ("folder", "namespace", "expected"),
     [
         ("base", "selflengthen", BASE_OBJECTS),
-        ("overlays/prod", "selflengthen", BASE_OBJECTS),
+        ("overlays/prod", "selflengthen", BASE_OBJECTS | REGISTRATION_OBJECTS | MODEL_CACHE_OBJECTS),
         ("overlays/standalone", "selflengthen", BASE_OBJECTS - {("ServiceAccount", "selflengthen-runner")}),
         (
             "overlays/multi-user",
@@ -79,3 +90,22 @@ def test_prod_runs_trainers_on_gpu_nodes(kustomize):
 def test_no_secret_is_ever_rendered(kustomize):
     for folder in ("base", "overlays/dev", "overlays/prod", "overlays/standalone", "overlays/multi-user"):
         assert all(obj["kind"] != "Secret" for obj in kustomize(folder))
+
+
+def test_the_registration_and_model_cache_components_are_the_charts(helm_bin, kustomize):
+    """The components install what the chart does with registration.enabled and modelCache.create
+    (labels and Helm's own hook annotations aside): the same Job, command, image, account,
+    Role, policy and PVC, and the ConfigMap holds the compiled pipeline as it is in git."""
+    from_helm = render_registration(helm_bin, "modelCache.create=true", namespace="selflengthen")
+    from_kustomize = by_kind_and_name(kustomize("overlays/prod"))
+    for key in sorted(REGISTRATION_OBJECTS | MODEL_CACHE_OBJECTS):
+        chart, component = from_helm[key], from_kustomize[key]
+        if key[0] == "Job":  # Helm re-runs its hook when the pipeline changes; Argo CD re-creates the hook on every sync
+            assert set(chart["spec"]["template"]["metadata"].pop("annotations")) == {"checksum/pipeline"}
+            argocd = {name: value for name, value in chart["metadata"]["annotations"].items() if name.startswith("argocd.argoproj.io/")}
+            assert component["metadata"]["annotations"] == argocd == {
+                "argocd.argoproj.io/hook": "PostSync", "argocd.argoproj.io/hook-delete-policy": "BeforeHookCreation,HookSucceeded",
+            }  # fmt: skip
+        for field in ("spec", "rules", "roleRef", "subjects", "data", "automountServiceAccountToken"):
+            assert chart.get(field) == component.get(field), f"{key}: {field} differs from the chart's"
+    assert from_kustomize[("ConfigMap", "selflengthen-pipeline")]["data"] == {"selflengthen.yaml": COMPILED.read_text()}
