@@ -393,7 +393,10 @@ def check_model_cache(config: RunConfig, api: k8s.ApiClient) -> list[Finding]:
         return failed(name, f"access modes {modes}: servers and trainers on several nodes need ReadWriteMany", fix)
     if phase != "Bound":
         return failed(name, f"is {phase or 'not bound'}", "check its storage class provisions ReadWriteMany volumes (kubectl describe pvc)")
-    return ok(name, "ReadWriteMany, bound")
+    note = ""
+    if config.execution.training == "inline" and config.pipeline.steps_namespace != namespace:
+        note = f"; the inline train step runs in {config.pipeline.steps_namespace}, where it cannot mount it: it copies the model"
+    return ok(name, f"ReadWriteMany, bound{note}")
 
 
 def required_secrets(config: RunConfig, artifact_secret: str, run_namespace: str) -> list[tuple[str, tuple[str, ...], str, tuple[str, ...]]]:

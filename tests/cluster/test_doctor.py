@@ -353,7 +353,11 @@ def test_the_model_cache_pvc_must_exist_be_read_write_many_and_bound():
     def claim(modes, phase):
         return {"metadata": {"name": "models"}, "spec": {"accessModes": modes}, "status": {"phase": phase}}
     kube = FakeKubeAPI().reply("GET", claims, payload=claim(["ReadWriteMany"], "Bound"))
-    assert doctor.check_model_cache(config, kube.api_client)[0].ok
+    assert doctor.check_model_cache(config, kube.api_client)[0].line() == f"ok    model cache PVC {NAMESPACE}/models: ReadWriteMany, bound"
+    standalone = cluster_config(execution__model_cache_pvc="models", execution__training="inline", pipeline__run_namespace="kubeflow")
+    kube = FakeKubeAPI().reply("GET", claims, payload=claim(["ReadWriteMany"], "Bound"))
+    (finding,) = doctor.check_model_cache(standalone, kube.api_client)
+    assert finding.ok and "the inline train step runs in kubeflow, where it cannot mount it: it copies the model" in finding.message
     kube = FakeKubeAPI().reply("GET", claims, payload=claim(["ReadWriteOnce"], "Bound"))
     assert "access modes ['ReadWriteOnce']: servers and trainers on several nodes need ReadWriteMany" in lines(doctor.check_model_cache(config, kube.api_client))
     kube = FakeKubeAPI().reply("GET", claims, payload=claim(["ReadWriteMany"], "Pending"))

@@ -219,6 +219,9 @@ def test_notes_tell_how_to_configure_a_run(helm_bin: Path):
     notes = result.stdout.split("NOTES:", 1)[1]
     assert "create secret generic selflengthen-s3" in notes
     assert "namespace: team-a" in notes and "s3_endpoint: selflengthen-minio.team-a.svc:9000" in notes
+    assert "run_namespace" not in notes  # multi-user: the runs' pods are in team-a
+    standalone = run_tool(helm_bin, "install", "selflengthen", CHART, "--namespace", "team-a", "--dry-run=client", "--set", "kubeflow.mode=standalone")
+    assert "       run_namespace: kubeflow\n       service_account: pipeline-runner" in standalone.stdout.split("NOTES:", 1)[1]
 
 
 @pytest.mark.integration
