@@ -173,6 +173,12 @@ class ClusterServerConfig(Section):
         "64Gi", pattern=_QUANTITY,
         description="ephemeral storage requested for the downloaded model (and adapter) and caches; also the size limit of their emptyDirs",
     )
+    stream_from_s3: bool = Field(
+        False,
+        description="kubeflow: vLLM streams a served model folder on s3:// (safetensors weights) straight into GPU memory with "
+        "its Run:ai Model Streamer (--model s3://... --load-format runai_streamer) instead of the fetch-model init container "
+        "copying it (and execution.model_cache_pvc caching it); LoRA adapters are still fetched",
+    )
 
     _tolerations = field_validator("tolerations")(_check_tolerations)
 
@@ -843,6 +849,8 @@ class RunConfig(Section):
                 raise ValueError("execution.training: trainjob needs execution.target kubeflow (a local run trains inline)")
             if self.execution.model_cache_pvc:
                 raise ValueError("execution.model_cache_pvc: a PVC is mounted by cluster pods only; a local run caches in SELFLENGTHEN_CACHE")
+            if self.serving.cluster.stream_from_s3:
+                raise ValueError("serving.cluster.stream_from_s3: the cluster's vLLM pods stream from S3; a local run's server reads a local copy")
             return self
         if not self.storage.s3_endpoint:
             raise ValueError("storage.s3_endpoint: execution.target kubeflow keeps every artefact on S3; set the endpoint")

@@ -99,6 +99,11 @@ def check_base_model(config: RunConfig, storage: Storage) -> list[Finding]:
     weights = [file for file in files if file.endswith(WEIGHT_SUFFIXES)]
     if not weights:
         return failed(name, f"no weights (*.safetensors, *.bin) below {uri}", f"upload the whole model folder: {upload}")
+    if config.serving.cluster.stream_from_s3 and not any(file.endswith(".safetensors") for file in weights):
+        return failed(
+            name, f"serving.cluster.stream_from_s3: vLLM's streamer reads *.safetensors only, and {uri} has none",
+            "save the model as safetensors (save_pretrained(safe_serialization=True)) or set serving.cluster.stream_from_s3 false",
+        )  # fmt: skip
     return ok(name, f"{uri}: {model_config['model_type']} config, {len(weights)} weight file(s)")
 
 

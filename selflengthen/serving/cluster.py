@@ -12,7 +12,9 @@ The pod:
   into the shared model cache once per content and links ``/models/...`` to it (the cache is
   mounted read-write here, read-only in the vLLM container); S3 credentials from the Secret
   ``pipeline.storage_secret`` as env ``secretKeyRef``. A base model given as a Hugging Face id is
-  downloaded by vLLM itself instead (token from ``serving.cluster.hf_token_secret`` when set).
+  downloaded by vLLM itself instead (token from ``serving.cluster.hf_token_secret`` when set);
+  with ``serving.cluster.stream_from_s3`` an s3:// model is streamed by vLLM itself
+  (``--load-format runai_streamer``) and only adapters are fetched.
 * ``vllm`` container: the pinned upstream image, ``--model /models/base`` (or the id), the names
   and LoRA adapters of the server's plan (:mod:`selflengthen.serving.plan`): a role's server
   answers to the role's model name (with an adapter: ``--enable-lora --lora-modules
@@ -42,6 +44,7 @@ from urllib3.exceptions import HTTPError
 from selflengthen.cluster.objects import (
     LABEL_INSTANCE,
     STORAGE_CONFIG_ENV,
+    STORAGE_SECRET_KEYS,
     api_errors,
     container_security_context,
     create_or_replace,
@@ -97,18 +100,21 @@ def build_model_server(
     name = object_name(config.run_id, server, iteration)
     labels = object_labels(config.run_id, server, iteration, name=name, app="vllm", component=COMPONENT)
     base_from_s3 = model_source(plan.model, EndpointError) == "s3"
+    streamed = base_from_s3 and config.serving.cluster.stream_from_s3
     for _, adapter_uri in plan.adapters:
         if model_source(adapter_uri, EndpointError) != "s3":
             raise EndpointError(f"LoRA adapter {adapter_uri!r} must be on object storage (s3://) to be served in the cluster")
     adapter_dirs = {uri: f"{ADAPTERS_DIR}/{adapter}" for adapter, uri in plan.adapters}
-    downloads = [(plan.model, BASE_DIR)] if base_from_s3 else []
+    downloads = [(plan.model, BASE_DIR)] if base_from_s3 and not streamed else []
     downloads += list(adapter_dirs.items())
 
     metadata = owner.metadata(config)
     metadata.name, metadata.namespace, metadata.labels = name, namespace, labels
     storage = config.serving.cluster.model_storage
     cache = model_cache_volume(config)
-    model_args = ["--model", BASE_DIR if base_from_s3 else plan.model, *plan.vllm_args(config, adapter_dirs.__getitem__)]
+    model = BASE_DIR if base_from_s3 and not streamed else plan.model
+    loader = ["--load-format", "runai_streamer"] if streamed else []
+    model_args = ["--model", model, *loader, *plan.vllm_args(config, adapter_dirs.__getitem__)]
     pod = k8s.V1PodSpec(
         containers=[_vllm_container(config, model_args)],
         init_containers=[_fetch_container(config, downloads)] if downloads else None,
@@ -173,6 +179,8 @@ def _vllm_container(config: RunConfig, model_args: list[str]) -> k8s.V1Container
     ]
     if model.startswith(MODELS_DIR):
         env.append(k8s.V1EnvVar(name="HF_HUB_OFFLINE", value="1"))
+    if model.startswith("s3://"):
+        env += _streamer_env(config)
     if cluster.hf_token_secret:
         env.append(secret_env("HF_TOKEN", cluster.hf_token_secret, "HF_TOKEN"))
     if config.pipeline.api_key_secret:
@@ -202,6 +210,31 @@ def _vllm_container(config: RunConfig, model_args: list[str]) -> k8s.V1Container
             *model_cache_mounts(config, read_only=True),
         ],
     )
+
+
+def _streamer_env(config: RunConfig) -> list[k8s.V1EnvVar]:
+    """What vLLM's Run:ai Model Streamer needs to read ``s3://`` from the configured endpoint
+    (``serving.cluster.stream_from_s3``). vLLM 0.32.0 pulls the folder's config and tokenizer
+    files with ``runai_model_streamer.pull_files`` and streams its safetensors
+    (vllm/config/model.py maybe_pull_model_tokenizer_for_runai,
+    vllm/model_executor/model_loader/runai_streamer_loader.py); its S3 client takes the AWS SDK's
+    env: the credentials under their standard names, ``AWS_ENDPOINT_URL`` (the loader copies it
+    into ``RUNAI_STREAMER_S3_ENDPOINT`` only with --model-loader-extra-config, so both are set),
+    path-style addressing for S3-compatible stores and no EC2 metadata lookup (vLLM docs, "Loading
+    models with Run:ai Model Streamer"). The vllm-openai image installs runai-model-streamer[s3]
+    (vllm-project/vllm docker/Dockerfile, stage vllm-openai-base)."""
+    storage = config.storage
+    endpoint = f"{'https' if storage.s3_secure else 'http'}://{storage.s3_endpoint}"
+    env = [secret_env(key, config.pipeline.storage_secret, key) for key in STORAGE_SECRET_KEYS]
+    env += [
+        k8s.V1EnvVar(name="AWS_ENDPOINT_URL", value=endpoint),
+        k8s.V1EnvVar(name="RUNAI_STREAMER_S3_ENDPOINT", value=endpoint),
+        k8s.V1EnvVar(name="RUNAI_STREAMER_S3_USE_VIRTUAL_ADDRESSING", value="0"),
+        k8s.V1EnvVar(name="AWS_EC2_METADATA_DISABLED", value="true"),
+    ]
+    if storage.s3_region:
+        env.append(k8s.V1EnvVar(name="AWS_DEFAULT_REGION", value=storage.s3_region))
+    return env
 
 
 def _fetch_container(config: RunConfig, downloads: list[tuple[str, str]]) -> k8s.V1Container:

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from selflengthen.cli import app
 from selflengthen.cluster import doctor, kfp_api
 from selflengthen.cluster.permissions import Permission, run_permissions
+from selflengthen.config import parse_config
 from selflengthen.storage import get_storage
 from tests.cluster.conftest import NAMESPACE, cluster_config
 from tests.cluster.fake_kube import FakeKubeAPI, status
@@ -319,6 +320,21 @@ def test_missing_bucket_weights_config_and_benchmark_fail(s3_config, s3_server: 
     gone = s3_config.model_copy(update={"workdir": "s3://no-such-bucket-here/runs"})
     text = lines(doctor.check_storage(gone, storage))
     assert "bucket 'no-such-bucket-here' does not exist" in text and "fix: check storage.s3_endpoint" in text
+
+
+@pytest.mark.integration
+def test_streaming_from_s3_needs_safetensors_weights(s3_config, s3_server: S3Server):
+    storage = get_storage(s3_config.storage)
+    storage.write_text(f"{s3_config.model.base}/config.json", json.dumps({"model_type": "qwen2"}))
+    storage.write_bytes(f"{s3_config.model.base}/pytorch_model.bin", b"0" * 16)
+    assert doctor.check_base_model(s3_config, storage)[0].ok  # copied by the fetch container: any weights
+    data = s3_config.model_dump()
+    data["serving"]["cluster"]["stream_from_s3"] = True
+    streamed = parse_config(data)
+    text = lines(doctor.check_base_model(streamed, storage))
+    assert "FAIL  base model: serving.cluster.stream_from_s3: vLLM's streamer reads *.safetensors only" in text
+    storage.write_bytes(f"{s3_config.model.base}/model.safetensors", b"0" * 16)
+    assert doctor.check_base_model(streamed, storage)[0].ok
 
 
 @pytest.mark.integration

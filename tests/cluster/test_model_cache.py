@@ -109,3 +109,31 @@ def test_the_inline_train_step_reads_the_base_model_a_server_cached(s3_storage_c
     storage.write_text(f"{uri}/config.json", '{"model_type": "llama"}')
     fresh = _localize(uri, config, "base model")
     assert fresh.parent == cache and (fresh / "config.json").read_text() == '{"model_type": "llama"}'
+
+
+def test_streaming_from_s3_hands_vllm_the_uri_and_fetches_only_the_adapters():
+    config = cluster_config(serving__cluster__stream_from_s3=True, execution__model_cache_pvc="models", storage__s3_region="eu-1")
+    plan = ServerPlan.for_role(config, "generator", "s3://models/base", "s3://runs/demo/adapter")
+    deployment = to_manifest(build_model_server(config, "generator", 1, plan).deployment)
+    validate_object(deployment)
+    pod = deployment["spec"]["template"]["spec"]
+    (fetch_container,), (vllm,) = pod["initContainers"], pod["containers"]
+    assert fetch_container["args"] == ["s3://runs/demo/adapter=/models/adapters/gen"]  # the adapter only, under its served name
+    args = vllm["args"]
+    assert args[:4] == ["--model", "s3://models/base", "--load-format", "runai_streamer"]
+    env = {item["name"]: item.get("value", item.get("valueFrom")) for item in vllm["env"]}
+    assert env["AWS_ENDPOINT_URL"] == env["RUNAI_STREAMER_S3_ENDPOINT"] == "http://minio.ns1.svc:9000"
+    assert env["RUNAI_STREAMER_S3_USE_VIRTUAL_ADDRESSING"] == "0" and env["AWS_EC2_METADATA_DISABLED"] == "true"
+    assert env["AWS_DEFAULT_REGION"] == "eu-1" and "HF_HUB_OFFLINE" not in env
+    assert env["AWS_SECRET_ACCESS_KEY"] == {"secretKeyRef": {"name": "selflengthen-s3", "key": "AWS_SECRET_ACCESS_KEY"}}
+    # off (the default): the base is copied and vLLM reads the copy, with no S3 credentials
+    pod = to_manifest(build_model_server(cluster_config(), "generator", 1, ServerPlan.for_role(cluster_config(), "generator", "s3://models/base")).deployment)["spec"]["template"]["spec"]
+    assert pod["containers"][0]["args"][:2] == ["--model", "/models/base"] and "--load-format" not in pod["containers"][0]["args"]
+    assert not {"AWS_ENDPOINT_URL", "AWS_SECRET_ACCESS_KEY"} & {item["name"] for item in pod["containers"][0]["env"]}
+
+
+def test_streaming_is_refused_on_a_local_run():
+    from selflengthen.config import parse_config
+
+    with pytest.raises(ValueError, match="serving.cluster.stream_from_s3: the cluster's vLLM pods stream from S3"):
+        parse_config({"run_id": "r", "workdir": "/tmp/runs", "model": {"base": "/tmp/model"}, "serving": {"cluster": {"stream_from_s3": True}}})
