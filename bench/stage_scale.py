@@ -1,13 +1,17 @@
-"""Do the stages hold at 100,000 records: peak memory and time per record of `generate` and `select`
-at 2k / 20k / 100k records, and how steadily `extend` checkpoints its units.
+"""Do the stages hold at 100,000 records: peak memory and time per record of `generate`, `select`,
+`length-control` and `sft-data` at 2k / 20k / 100k records, and how steadily `extend` checkpoints
+its units.
 
-Run:  .venv/bin/python bench/stage_scale.py      (about 15 minutes on 2 CPU cores)
+Run:  .venv/bin/python bench/stage_scale.py      (about 25 minutes on 2 CPU cores)
 
 Scale (each stage in a process of its own, so its peak RSS is its own): ``generate`` answers N
 queries (a queries dataset, 64 per part) with one sample each, the HTTP call replaced by a ready
 answer (a ~3.5 KB English essay that passes every check, chosen by the query); everything else is
 production: the stage, its checks, checkpoint shards and their writer, finalize, manifest and
-metrics. ``select`` then selects from those N responses. Figures: peak RSS (MB) of the stage's
+metrics. ``select`` then selects from those N responses. ``length-control`` and ``sft-data`` make
+their examples from N extended responses (~3.5 KB each, distinct, with a ~1 KB initial text);
+length-control's query rewrite is answered the same way (the answer loses the constraint, so it is
+appended). Figures: peak RSS (MB) of the stage's
 process and its CPU time per record (µs; the wall time too), with the growth from the smallest to
 the largest size.
 
@@ -46,6 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "stage_scale.json"
 CONCURRENCY = 64
 ESSAYS = 64  # distinct ready answers
+STAGES = ("generate", "select", "length-control", "sft-data")
 
 
 def essay(seed: int) -> str:
@@ -74,9 +79,13 @@ def child_scale(stage: str, work: Path, records: int) -> dict:
     """Run ``stage`` on ``records`` records in this process; its figures."""
     from selflengthen.client import Completion, GenerationClient
     from selflengthen.config import parse_config
+    from selflengthen.datasets import read_manifest
     from selflengthen.stages import common
+    from selflengthen.storage import get_storage
     from selflengthen.stages.generate import run_generate
+    from selflengthen.stages.length_control import run_length_control
     from selflengthen.stages.select import run_select
+    from selflengthen.stages.sft_data import run_sft_data
 
     answers = [essay(i) for i in range(ESSAYS)]
 
@@ -102,13 +111,18 @@ def child_scale(stage: str, work: Path, records: int) -> dict:
     cpu_started = cpu_s()
     started = time.perf_counter()
     if stage == "generate":
-        manifest = run_generate(config, queries=str(work / "queries"), output=str(work / "initial")).manifest
+        count = run_generate(config, queries=str(work / "queries"), output=str(work / "initial")).manifest.count
+    elif stage == "select":
+        count = run_select(config, input=str(work / "initial"), output=str(work / "selected")).count
+    elif stage == "length-control":
+        count = run_length_control(config, responses=[str(work / "extended")], output=str(work / "length")).manifest.count
     else:
-        manifest = run_select(config, input=str(work / "initial"), output=str(work / "selected"))
+        run_sft_data(config, extended=str(work / "extended"), output=str(work / "sft"))
+        count = read_manifest(get_storage(), str(work / "sft" / "generator")).count
     seconds = time.perf_counter() - started
     cpu = cpu_s() - cpu_started
     return {
-        "stage": stage, "records": records, "output_records": manifest.count, "seconds": round(seconds, 2), "cpu_s": round(cpu, 2),
+        "stage": stage, "records": records, "output_records": count, "seconds": round(seconds, 2), "cpu_s": round(cpu, 2),
         "us_per_record": round(cpu / records * 1e6, 1), "wall_us_per_record": round(seconds / records * 1e6, 1),
         "peak_rss_mb": round(rss_mb(), 1), "rss_before_stage_mb": round(baseline, 1),
     }  # fmt: skip
@@ -204,13 +218,24 @@ def run_child(*args: str) -> dict:
 
 
 def write_inputs(work: Path, records: int) -> None:
+    """The queries of ``generate`` and the extended responses of ``sft-data``, 64 per part."""
     from selflengthen.datasets import write_records
     from selflengthen.fingerprint import Fingerprint
-    from selflengthen.records import Query
+    from selflengthen.records import Query, Response
     from selflengthen.storage import get_storage
 
     queries = (Query(id=f"q{i:06d}", text=f"Write a long essay about subject number {i}.", language="en") for i in range(records))
     write_records(get_storage(), str(work / "queries"), queries, stage="bench", fingerprint=Fingerprint.of({}), shard_size=64)
+    answers = [essay(i) for i in range(ESSAYS)]
+    extended = (
+        Response(
+            id=f"x{i:06d}", query_id=f"q{i:06d}", query=f"Write a long essay about subject number {i}.", language="en", kind="extended",
+            text=f"{answers[i % ESSAYS]}\n\nThis was subject {i}.", words=len(answers[i % ESSAYS].split()) + 4,
+            initial_text=answers[i % ESSAYS][:1000], initial_words=150,
+        )
+        for i in range(records)
+    )  # fmt: skip
+    write_records(get_storage(), str(work / "extended"), extended, stage="bench", fingerprint=Fingerprint.of({}), shard_size=64)
 
 
 def write_initial(work: Path, units: int) -> None:
@@ -251,7 +276,7 @@ def main() -> None:
             work = Path(tmp) / str(records)
             work.mkdir()
             write_inputs(work, records)
-            for stage in ("generate", "select"):
+            for stage in STAGES:
                 scale.append(run_child("--child", stage, str(work), str(records)))
                 print(json.dumps(scale[-1]), flush=True)
 
@@ -280,7 +305,7 @@ def main() -> None:
             "us_per_record": {row["records"]: row["us_per_record"] for row in scale if row["stage"] == stage},
             "us_per_record_growth": growth(stage),
         }
-        for stage in ("generate", "select")
+        for stage in STAGES
     }
     finished_at_half = steady["bounded"]["checkpointed_at"]["50%"]
     result = {

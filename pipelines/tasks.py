@@ -23,13 +23,19 @@ from selflengthen.modelio import MODEL_CACHE_ENV
 RETRY_BACKOFF = "15s"
 RETRY_BACKOFF_MAX = "300s"
 API_KEY_SECRET_KEY = "SELFLENGTHEN_API_KEY"
+# The step pod's scratch emptyDir (``StepResources.scratch``), its TMPDIR: Python's tempfile, so
+# finalize's spill and model downloads, write there. The KFP driver turns the compiled
+# emptyDirMounts into a pod volume with its sizeLimit (kubeflow/pipelines
+# backend/src/v2/driver/k8s.go, extendPodSpecPatch, "EmptyDirMounts").
+SCRATCH_VOLUME = "scratch"
+SCRATCH_DIR = "/scratch"
 
 
 def configure(
     task: PipelineTask, config: RunConfig, *, cache: bool = True, calls_model: bool = False, resources: StepResources | None = None
 ) -> PipelineTask:
-    """Image, resources, retries, caching (``cache`` False for steps with side effects), secrets as
-    env, non-root.
+    """Image, resources (on Kubeflow also the scratch emptyDir at TMPDIR), retries, caching
+    (``cache`` False for steps with side effects), secrets as env, non-root.
 
     ``calls_model``: the step sends requests to a model server (gets the API key secret when set).
     ``resources``: CPU and memory of the step's pod (default: ``execution.steps``).
@@ -38,6 +44,9 @@ def configure(
     resources = resources or config.execution.steps
     task.set_cpu_request(resources.cpu).set_cpu_limit(resources.cpu)
     task.set_memory_request(resources.memory).set_memory_limit(resources.memory)
+    if config.execution.target == "kubeflow":
+        kubernetes.empty_dir_mount(task, volume_name=SCRATCH_VOLUME, mount_path=SCRATCH_DIR, size_limit=resources.scratch)
+        task.set_env_variable("TMPDIR", SCRATCH_DIR)
     task.set_retry(config.pipeline.retries, backoff_duration=RETRY_BACKOFF, backoff_max_duration=RETRY_BACKOFF_MAX)
     task.set_caching_options(config.pipeline.caching and cache)
     kubernetes.set_security_context(task, run_as_non_root=True)

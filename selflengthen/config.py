@@ -652,10 +652,16 @@ class ExportConfig(Section):
 
 
 class StepResources(Section):
-    """CPU and memory of a pipeline step's pod (requests; the limits equal them)."""
+    """CPU, memory (requests; the limits equal them) and local disk of a pipeline step's pod."""
 
     cpu: str = Field("1", pattern=_QUANTITY, description="CPU request and limit")
     memory: str = Field("4Gi", pattern=_QUANTITY, description="memory request and limit")
+    scratch: str | None = Field(
+        None, pattern=_QUANTITY,
+        description="size limit of the pod's scratch emptyDir (its TMPDIR): a generation stage's end sorts its checkpoint "
+        "there (about the size of the stage's output), and models are downloaded there when no model cache is set; "
+        "null: no limit (the node's ephemeral storage)",
+    )
 
 
 class ExecutionConfig(Section):

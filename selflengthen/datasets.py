@@ -23,12 +23,12 @@ under another one.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import sqlite3
 import tempfile
 import time
-from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any, Generic, Iterable, Iterator, Sequence, TypeVar
 
@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from selflengthen.errors import DataError
 from selflengthen.fingerprint import FINGERPRINT_NAME, Fingerprint, parse_fingerprint, reconcile, sha256_bytes
 from selflengthen.records import Record
+from selflengthen.stats import Tally
 from selflengthen.storage import BackgroundWriter, Storage, decode_utf8, join_uri
 
 R = TypeVar("R", bound=BaseModel)
@@ -171,6 +172,47 @@ def read_manifest(storage: Storage, prefix_uri: str) -> Manifest:
         raise DataError(f"{uri}: invalid manifest: {_describe(error)}") from None
 
 
+class DatasetWriter:
+    """Writes a dataset a record at a time: ``part-NNNNN.jsonl`` shards of ``shard_size`` records
+    (at most one shard in memory), then, at :meth:`close`, ``failures.jsonl`` and the manifest.
+
+    An existing dataset at the prefix is replaced; its manifest is removed first, so no reader
+    mixes old and new parts."""
+
+    def __init__(self, storage: Storage, prefix_uri: str, *, stage: str, fingerprint: Fingerprint, shard_size: int):
+        if shard_size < 1:
+            raise ValueError("shard_size must be at least 1")
+        self.storage, self.prefix_uri, self.stage, self.fingerprint, self.shard_size = storage, prefix_uri, stage, fingerprint, shard_size
+        self.shards: list[ShardInfo] = []
+        self._buffer: list[Record] = []
+        storage.delete(manifest_uri(prefix_uri))
+
+    def add(self, record: Record) -> None:
+        self._buffer.append(record)
+        if len(self._buffer) == self.shard_size:
+            self._write_part()
+
+    def _write_part(self) -> None:
+        self.shards.append(_write_shard(self.storage, self.prefix_uri, f"part-{len(self.shards):05d}.jsonl", self._buffer))
+        self._buffer = []
+
+    def close(self, *, metrics: dict[str, Any] | None = None, failures: Sequence[Record] = ()) -> Manifest:
+        """Write the last part, the failures and the manifest (last: the dataset now exists)."""
+        if self._buffer:
+            self._write_part()
+        manifest = Manifest(
+            stage=self.stage,
+            count=sum(shard.count for shard in self.shards),
+            shards=self.shards,
+            fingerprint=self.fingerprint,
+            metrics=metrics or {},
+            failures=len(failures),
+            failures_shard=_write_shard(self.storage, self.prefix_uri, FAILURES_NAME, failures) if failures else None,
+        )
+        self.storage.write_text(manifest_uri(self.prefix_uri), manifest.model_dump_json(indent=2))
+        return manifest
+
+
 def write_records(
     storage: Storage,
     prefix_uri: str,
@@ -182,38 +224,11 @@ def write_records(
     metrics: dict[str, Any] | None = None,
     failures: Sequence[Record] = (),
 ) -> Manifest:
-    """Write ``records`` as ``part-NNNNN.jsonl`` shards, ``failures.jsonl``, then the manifest.
-
-    ``records`` may be a generator: at most one shard is held in memory. An existing dataset at
-    the prefix is replaced; its manifest is removed first, so no reader mixes old and new parts.
-    """
-    if shard_size < 1:
-        raise ValueError("shard_size must be at least 1")
-    storage.delete(manifest_uri(prefix_uri))
-    shards: list[ShardInfo] = []
-    buffer: list[Record] = []
-
-    def write_part() -> None:
-        shards.append(_write_shard(storage, prefix_uri, f"part-{len(shards):05d}.jsonl", buffer))
-        buffer.clear()
-
+    """Write ``records`` (may be a generator) as a dataset with a :class:`DatasetWriter`."""
+    writer = DatasetWriter(storage, prefix_uri, stage=stage, fingerprint=fingerprint, shard_size=shard_size)
     for record in records:
-        buffer.append(record)
-        if len(buffer) == shard_size:
-            write_part()
-    if buffer:
-        write_part()
-    manifest = Manifest(
-        stage=stage,
-        count=sum(shard.count for shard in shards),
-        shards=shards,
-        fingerprint=fingerprint,
-        metrics=metrics or {},
-        failures=len(failures),
-        failures_shard=_write_shard(storage, prefix_uri, FAILURES_NAME, failures) if failures else None,
-    )
-    storage.write_text(manifest_uri(prefix_uri), manifest.model_dump_json(indent=2))
-    return manifest
+        writer.add(record)
+    return writer.close(metrics=metrics, failures=failures)
 
 
 def input_checksum(storage: Storage, uri: str) -> str:
@@ -280,6 +295,19 @@ class RecordStream(Generic[R]):
         if self._count is None:
             self._count = sum(1 for _ in self)
         return self._count
+
+
+class RecordStreams(Generic[R]):
+    """The records of several :class:`RecordStream` one after another; ``len`` is their count."""
+
+    def __init__(self, streams: Sequence[RecordStream[R]]):
+        self.streams = streams
+
+    def __iter__(self) -> Iterator[R]:
+        return itertools.chain.from_iterable(self.streams)
+
+    def __len__(self) -> int:
+        return sum(len(stream) for stream in self.streams)
 
 
 def read_failures(storage: Storage, prefix_uri: str, model: type[R]) -> list[R]:
@@ -384,16 +412,6 @@ class UnitCheckpoint:
                 shards.append((int(name[len("shard-"):-len(".jsonl")]), uri))
         return sorted(shards)
 
-    def _entries(self) -> list[_UnitEntry]:
-        """Every checkpointed and buffered unit, first occurrence only, in the order written."""
-        seen: dict[str, _UnitEntry] = {}
-        for _, uri in self._shards():
-            for entry in read_jsonl(self.storage, uri, _UnitEntry):
-                seen.setdefault(entry.unit, entry)
-        for unit, line in self._buffer:
-            seen.setdefault(unit, _UnitEntry.model_validate_json(line))
-        return list(seen.values())
-
     def done_units(self) -> set[str]:
         """Ids of the units already finished (checkpointed or buffered): from each shard's index,
         or from its records where a crash left the shard without its index."""
@@ -409,19 +427,21 @@ class UnitCheckpoint:
         done.update(unit for unit, _ in self._buffer)
         return done
 
-    def collected(self, output_model: type[R], failure_model: type[F]) -> tuple[list[R], list[F]]:
-        """Outputs and failures of every unit finished so far (checkpointed or buffered)."""
-        return self._records(self._entries(), output_model, failure_model)
+    def finished(self, output_model: type[R]) -> Iterator[R]:
+        """The outputs of the units checkpointed so far, one shard read at a time (a unit found
+        twice counts once)."""
+        seen: set[str] = set()
+        for _, uri in self._shards():
+            for entry in read_jsonl(self.storage, uri, _UnitEntry):
+                if entry.unit not in seen:
+                    seen.add(entry.unit)
+                    yield from self._validated(entry.outputs, output_model)
 
-    def _records(
-        self, entries: Sequence[_UnitEntry], output_model: type[R], failure_model: type[F]
-    ) -> tuple[list[R], list[F]]:
+    def _validated(self, rows: list[dict[str, Any]], model: type[R]) -> list[R]:
         try:
-            outputs = [output_model.model_validate(row) for entry in entries for row in entry.outputs]
-            failures = [failure_model.model_validate(row) for entry in entries for row in entry.failures]
+            return [model.model_validate(row) for row in rows]
         except ValidationError as error:
             raise DataError(f"checkpoint {self.checkpoint_uri}: {_describe(error)}") from None
-        return outputs, failures
 
     def add(self, unit_id: str, outputs: Sequence[Record], failures: Sequence[Record] = ()) -> None:
         """Record a finished unit; writes a shard when one is :meth:`due`."""
@@ -482,18 +502,18 @@ class UnitCheckpoint:
         unit_order: Iterable[str],
         output_model: type[Record],
         failure_model: type[Record],
-        metrics: dict[str, Any] | Callable[[Iterable, list], dict[str, Any]] | None = None,
+        metrics: dict[str, Any] | Tally | None = None,
     ) -> Manifest:
         """Write the stage's dataset (outputs in ``unit_order``, failures) and drop the checkpoint.
 
-        ``metrics`` is the manifest's metrics, or a function computing them from the outputs (read
-        again from the spill at each iteration; ``len`` works) and the failures (a list). Units of
-        ``unit_order`` never added produced nothing; a checkpointed unit missing from
-        ``unit_order`` means the checkpoint belongs to other inputs, which is an error.
+        ``metrics`` is the manifest's metrics, or a :class:`Tally` fed every output as it is
+        written. Units of ``unit_order`` never added produced nothing; a checkpointed unit missing
+        from ``unit_order`` means the checkpoint belongs to other inputs, which is an error.
 
         Memory stays bounded: the shards are read one at a time into a local spill (SQLite in a
-        temporary folder) keyed by each unit's place in ``unit_order``, which gives them back in
-        that order; only the unit ids are held.
+        temporary folder: ``TMPDIR``, about the size of the checkpoint) keyed by each unit's place
+        in ``unit_order``, which gives them back in that order, each parsed once; only the unit ids
+        (and the failures) are held.
         """
         self.flush()
         if self.writer is not None:
@@ -509,18 +529,20 @@ class UnitCheckpoint:
                         f"{self.checkpoint_uri} holds {len(unknown)} unit(s) not among this stage's inputs "
                         f"(e.g. {unknown[0]!r}); delete that folder to start the stage over"
                     )
-                outputs = _SpilledRecords(spill, "outputs", output_model, self.checkpoint_uri)
-                failures = list(_SpilledRecords(spill, "failures", failure_model, self.checkpoint_uri))
-                manifest = write_records(
-                    self.storage,
-                    self.output_prefix,
-                    outputs,
-                    stage=self.stage,
-                    fingerprint=self.fingerprint,
-                    shard_size=self.shard_size,
-                    metrics=metrics(outputs, failures) if callable(metrics) else metrics,
-                    failures=failures,
-                )
+                writer = DatasetWriter(self.storage, self.output_prefix, stage=self.stage, fingerprint=self.fingerprint, shard_size=self.shard_size)
+                tally = None if metrics is None or isinstance(metrics, dict) else metrics
+                failures: list[Record] = []
+                for line in spill.lines():
+                    try:
+                        entry = _UnitEntry.model_validate_json(line)
+                    except ValidationError as error:
+                        raise DataError(f"checkpoint {self.checkpoint_uri}: unit entry: {_describe(error)}") from None
+                    for record in self._validated(entry.outputs, output_model):
+                        writer.add(record)
+                        if tally is not None:
+                            tally.add(record)
+                    failures.extend(self._validated(entry.failures, failure_model))
+                manifest = writer.close(metrics=metrics if tally is None else tally.result(failures), failures=failures)
             finally:
                 spill.close()
         self.storage.delete_prefix(self.checkpoint_uri)
@@ -576,28 +598,3 @@ class _UnitSpill:
 
     def close(self) -> None:
         self.db.close()
-
-
-class _SpilledRecords:
-    """The outputs (or failures) of the spilled units, in unit order, parsed again at each iteration."""
-
-    def __init__(self, spill: _UnitSpill, field: str, model: type[R], source: str):
-        self.spill, self.field, self.model, self.source = spill, field, model, source
-        self._count: int | None = None
-
-    def __iter__(self) -> Iterator[R]:
-        count = 0
-        for line in self.spill.lines():
-            try:
-                rows = [self.model.model_validate(row) for row in json.loads(line)[self.field]]
-            except (ValueError, KeyError, ValidationError) as error:
-                reason = _describe(error) if isinstance(error, ValidationError) else f"unreadable entry ({error})"
-                raise DataError(f"checkpoint {self.source}: {reason}") from None
-            yield from rows
-            count += len(rows)
-        self._count = count
-
-    def __len__(self) -> int:
-        if self._count is None:
-            self._count = sum(1 for _ in self)
-        return self._count

@@ -24,18 +24,19 @@ The token comes from the env var ``export.token_env`` and is passed to the clien
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
 
 from selflengthen.config import RunConfig
-from selflengthen.datasets import read_records
+from selflengthen.datasets import iter_records
 from selflengthen.errors import DataError, StorageError
 from selflengthen.orchestration.layout import FINAL_PHASE, RunLayout
 from selflengthen.records import Response, SftExample
@@ -90,10 +91,10 @@ def _parquet_schema() -> Any:
     )
 
 
-def dataset_rows(storage: Storage, config: RunConfig) -> dict[str, list[dict[str, Any]]]:
-    """The rows of each split, read from the run's selected and length-control datasets."""
+def dataset_rows(storage: Storage, config: RunConfig) -> dict[str, Iterator[dict[str, Any]]]:
+    """The rows of each split, read from the run's selected and length-control datasets a part at a time."""
     layout = RunLayout(config)
-    extended = [
+    extended = (
         {
             "id": record.id,
             "iteration": iteration,
@@ -104,9 +105,9 @@ def dataset_rows(storage: Storage, config: RunConfig) -> dict[str, list[dict[str
             "constraint": None,
         }
         for iteration in range(1, config.iterations + 1)
-        for record in read_records(storage, layout.iteration(iteration, "selected"), Response)
-    ]
-    length_control = [
+        for record in iter_records(storage, layout.iteration(iteration, "selected"), Response)
+    )
+    length_control = (
         {
             "id": example.id,
             "iteration": example.iteration,
@@ -116,9 +117,25 @@ def dataset_rows(storage: Storage, config: RunConfig) -> dict[str, list[dict[str
             "initial_words": None,
             "constraint": example.meta.get("constraint", {}).get("text"),
         }
-        for example in read_records(storage, layout.phase(FINAL_PHASE, "length-control"), SftExample)
-    ]
+        for example in iter_records(storage, layout.phase(FINAL_PHASE, "length-control"), SftExample)
+    )
     return {"extended": extended, "length_control": length_control}
+
+
+@dataclass
+class SplitFigures:
+    """What the cards say of a split: its rows and their lengths (words) per iteration."""
+
+    rows: int = 0
+    words: dict[int, list[int]] = field(default_factory=dict)
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.rows += 1
+        if row["words"] is not None:
+            self.words.setdefault(row["iteration"], []).append(row["words"])
+
+    def all_words(self) -> list[int]:
+        return [words for by_iteration in self.words.values() for words in by_iteration]
 
 
 def _split_file(split: str) -> str:
@@ -162,9 +179,9 @@ def _checks_lines(config: RunConfig, report: dict[str, Any]) -> list[str]:
     return lines
 
 
-def dataset_card(config: RunConfig, report: dict[str, Any], rows: dict[str, list[dict[str, Any]]], hub_repo: str | None) -> str:
+def dataset_card(config: RunConfig, report: dict[str, Any], figures: dict[str, SplitFigures], hub_repo: str | None) -> str:
     """README.md of the dataset: the Hub's YAML header and the run's provenance and figures."""
-    total = sum(len(split) for split in rows.values())
+    total = sum(split.rows for split in figures.values())
     header = {
         "pretty_name": f"Self-Lengthen long answers ({config.run_id})",
         "language": list(config.languages),
@@ -176,9 +193,9 @@ def dataset_card(config: RunConfig, report: dict[str, Any], rows: dict[str, list
     }
     per_iteration = []
     for iteration in range(1, config.iterations + 1):
-        stats = length_stats([row["words"] for row in rows["extended"] if row["iteration"] == iteration])
+        stats = length_stats(figures["extended"].words.get(iteration, []))
         per_iteration.append([iteration, stats["count"], stats["mean"], stats["median"], stats["p90"], stats["max"]])
-    control = length_stats([row["words"] for row in rows["length_control"] if row["words"] is not None])
+    control = length_stats(figures["length_control"].all_words())
     source = hub_repo or "path/to/this/folder"
     parts = [
         _front_matter(header),
@@ -190,7 +207,7 @@ def dataset_card(config: RunConfig, report: dict[str, Any], rows: dict[str, list
         "",
         "## Splits",
         "",
-        *_table(["split", "rows", "what"], [[split, len(rows[split]), what] for split, what in SPLITS.items()]),
+        *_table(["split", "rows", "what"], [[split, figures[split].rows, what] for split, what in SPLITS.items()]),
         "",
         "Columns: `id`, `iteration`, `language`, `messages` (user query, assistant answer), `words` (answer length), "
         "`initial_words` (length before extension; extended split), `constraint` (the length constraint in the query; length_control split).",
@@ -222,16 +239,26 @@ def dataset_card(config: RunConfig, report: dict[str, Any], rows: dict[str, list
     return "\n".join(parts)
 
 
-def write_dataset(folder: Path, config: RunConfig, report: dict[str, Any], rows: dict[str, list[dict[str, Any]]], hub_repo: str | None) -> None:
+def write_dataset(
+    folder: Path, config: RunConfig, report: dict[str, Any], rows: dict[str, Iterator[dict[str, Any]]], hub_repo: str | None
+) -> dict[str, SplitFigures]:
+    """Each split's Parquet file, written ``storage.shard_size`` rows at a time (a row group each,
+    so memory holds one), then the card; returns the splits' figures."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     schema = _parquet_schema()
+    figures = {split: SplitFigures() for split in SPLITS}
     for split in SPLITS:
         path = folder / _split_file(split)
         path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.Table.from_pylist(rows[split], schema=schema), path)
-    (folder / CARD_NAME).write_text(dataset_card(config, report, rows, hub_repo), encoding="utf-8")
+        with pq.ParquetWriter(path, schema) as writer:
+            while batch := list(itertools.islice(rows[split], config.storage.shard_size)):
+                writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+                for row in batch:
+                    figures[split].add(row)
+    (folder / CARD_NAME).write_text(dataset_card(config, report, figures, hub_repo), encoding="utf-8")
+    return figures
 
 
 # --------------------------------------------------------------------------- the model
@@ -358,12 +385,11 @@ def export_run(config: RunConfig, *, output: str | None = None, push_to_hub: str
     target = output or export_output(config)
     hub_repo = push_to_hub or config.export.hub_repo
     report = build_report(config).data
-    rows = dataset_rows(storage, config)
     with tempfile.TemporaryDirectory(prefix="selflengthen-export-") as work:
         dataset, model = Path(work) / DATASET_DIR, Path(work) / MODEL_DIR
-        write_dataset(dataset, config, report, rows, hub_repo)
+        figures = write_dataset(dataset, config, report, dataset_rows(storage, config), hub_repo)
         final_model_folder(config, model)
-        counts = {split: len(split_rows) for split, split_rows in rows.items()}
+        counts = {split: split_figures.rows for split, split_figures in figures.items()}
         (model / CARD_NAME).write_text(model_card(config, report, counts, hub_repo), encoding="utf-8")
         hub = {}
         if hub_repo:

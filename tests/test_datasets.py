@@ -217,9 +217,8 @@ def test_checkpoint_resumes_after_a_crash(where: tuple[Storage, str]) -> None:
     second = _checkpoint(storage, prefix)
     done = second.done_units()
     assert done == {"q0", "q1", "q2", "q3"}
-    outputs, failures = second.collected(Response, Failure)
+    outputs = second.finished(Response)
     assert [record.id for record in outputs] == ["q0-r0", "q0-r1", "q1-r0", "q1-r1", "q2-r0", "q2-r1", "q3-r0", "q3-r1"]
-    assert failures == [_failure("q2")]
     for unit in reversed(units):  # work may finish in any order
         if unit not in done:
             second.add(unit, [_response(unit, 0)] if unit != "q5" else [], [])
@@ -328,3 +327,33 @@ def test_finalize_names_the_shard_and_line_of_an_unreadable_entry(tmp_path: Path
     with pytest.raises(DataError, match=r"shard-00000\.jsonl line 3: not a checkpoint entry"):
         _checkpoint(storage, prefix).finalize(["a", "b"], Response, Failure, {})
     assert not dataset_exists(storage, prefix)
+
+
+def test_finalize_parses_each_entry_once_and_feeds_the_tally_every_output_in_unit_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage, prefix = Storage(), str(tmp_path / "gen")
+    checkpoint = _checkpoint(storage, prefix, shard_size=2)
+    for unit in ("c", "a", "b"):
+        checkpoint.add(unit, [_response(unit, 0), _response(unit, 1)], [_failure(unit)] if unit == "b" else [])
+    checkpoint.flush()
+
+    class Seen:
+        def __init__(self) -> None:
+            self.ids: list[str] = []
+
+        def add(self, record: Response) -> None:
+            self.ids.append(record.id)
+
+        def result(self, failures: list[Failure]) -> dict:
+            return {"outputs": len(self.ids), "failures": [failure.id for failure in failures]}
+
+    parsed: list[str] = []
+    real_parse = UnitCheckpoint._validated
+    monkeypatch.setattr(UnitCheckpoint, "_validated", lambda self, rows, model: parsed.extend(row["id"] for row in rows) or real_parse(self, rows, model))
+    tally = Seen()
+    manifest = checkpoint.finalize(["a", "b", "c"], Response, Failure, tally)
+    assert tally.ids == ["a-r0", "a-r1", "b-r0", "b-r1", "c-r0", "c-r1"]
+    assert manifest.metrics == {"outputs": 6, "failures": ["b-f"]}
+    assert sorted(parsed) == sorted([*tally.ids, "b-f"])  # every record validated once, none again for the metrics
+    assert [record.id for record in read_records(storage, prefix, Response)] == tally.ids

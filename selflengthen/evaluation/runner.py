@@ -28,7 +28,7 @@ from selflengthen.evaluation.scoring import LengthReport, score_length
 from selflengthen.fingerprint import sha256_bytes
 from selflengthen.logs import stage_logger
 from selflengthen.records import Failure, stable_id
-from selflengthen.stages.common import StageResult, run_units
+from selflengthen.stages.common import StageResult, TruncationMetrics, run_units
 from selflengthen.storage import Storage, get_storage, join_uri
 
 STAGE = "evaluate"
@@ -55,10 +55,6 @@ async def _answer(
     return [Prediction.model_validate({**row.model_dump(exclude_none=True), **fields})], []
 
 
-def _prediction_metrics(outputs: list[Prediction], failures: list[Failure]) -> dict[str, int]:
-    return {"predictions": len(outputs), "truncated": sum(o.finish_reason == "length" for o in outputs)}
-
-
 def generate_predictions(
     config: RunConfig,
     benchmark: str,
@@ -80,7 +76,7 @@ def generate_predictions(
         output_uri=output,
         output_model=Prediction,
         work=_answer,
-        metrics=_prediction_metrics,
+        metrics=lambda: TruncationMetrics("predictions"),
         sections=["eval.sampling"],
         inputs={f"{benchmark} prompts": sha256_bytes(json.dumps([row.model_dump(mode="json") for row in rows]).encode())},
         storage=storage,

@@ -20,7 +20,7 @@ from selflengthen.fingerprint import stage_fingerprint
 from selflengthen.errors import DataError
 from selflengthen.orchestration.layout import RunLayout
 from selflengthen.records import Failure, Query, Response, stable_id
-from selflengthen.stages.common import StageResult, run_stage
+from selflengthen.stages.common import StageResult, TruncationMetrics, run_stage
 from selflengthen.storage import Storage, get_storage
 from selflengthen.text import count_words
 
@@ -89,10 +89,6 @@ async def answer(client: GenerationClient, config: RunConfig, query: Query) -> t
     return answers, []
 
 
-def heldout_metrics(outputs: list[Response], failures: list[Failure]) -> dict:
-    return {"answers": len(outputs), "truncated": sum(answer.finish_reason == "length" for answer in outputs)}
-
-
 def answer_heldout(config: RunConfig, *, output: str, generation: int) -> StageResult:
     """The Generator (through ``serving.generator``) answers the run's held-out queries into ``output``."""
     queries = ensure_heldout_queries(config, get_storage(config.storage), RunLayout(config).heldout_queries())
@@ -105,7 +101,7 @@ def answer_heldout(config: RunConfig, *, output: str, generation: int) -> StageR
         output_uri=output,
         output_model=Response,
         work=answer,
-        metrics=heldout_metrics,
+        metrics=lambda: TruncationMetrics("answers"),
         sections=["generate.sampling", "report.heldout_samples"],
         iteration=generation,
     )

@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import heapq
 import itertools
-from collections import Counter
+from array import array
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
@@ -34,18 +34,19 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from selflengthen.client import Completion, GenerationClient
 from selflengthen.config import RunConfig
-from selflengthen.datasets import Manifest, RecordStream, UnitCheckpoint, input_checksum
+from selflengthen.datasets import Manifest, RecordStream, RecordStreams, UnitCheckpoint, input_checksum
 from selflengthen.errors import DataError, RequestRefused
 from selflengthen.fingerprint import stage_fingerprint
 from selflengthen.logs import stage_logger
 from selflengthen.records import Failure, Query, Record, Response, stable_id
-from selflengthen.stats import length_stats
+from selflengthen.stats import FailureReasons, Known, Tallies, Tally, length_stats
 from selflengthen.storage import BackgroundWriter, Storage, get_storage
 
 T = TypeVar("T")
 # A unit's worker: it gets the stage's client as its UnitClient (chat, continue_chat), the config and its item.
 Work = Callable[["UnitClient", RunConfig, Any], Awaitable[tuple[list[Record], list[Failure]]]]
-Metrics = Callable[[Iterable, list[Failure]], dict]
+# Makes a new tally of the stage's own metrics (selflengthen.stats.Tally), fed its outputs as they are written.
+Metrics = Callable[[], Tally]
 
 
 @dataclass
@@ -199,10 +200,32 @@ def refusal(stage: str, unit_id: str, item: Any, error: RequestRefused) -> Failu
     )
 
 
-def response_metrics(outputs: list, failures: list[Failure]) -> dict:
-    """Length percentiles of the stage's responses (Self-Lengthen counter)."""
-    words = [o.words for o in outputs if isinstance(o, Response)]
-    return {"lengths": length_stats(words)} if words else {}
+class ResponseLengths:
+    """``lengths``: percentiles of the stage's response lengths (Self-Lengthen counter), when it has responses."""
+
+    def __init__(self) -> None:
+        self.words = array("q")
+
+    def add(self, record: Record) -> None:
+        if isinstance(record, Response):
+            self.words.append(record.words)
+
+    def result(self, failures: Sequence[Failure]) -> dict:
+        return {"lengths": length_stats(self.words)} if self.words else {}
+
+
+class TruncationMetrics:
+    """Answers (responses or predictions) and how many the token budget cut off; ``noun`` names them in the metrics."""
+
+    def __init__(self, noun: str) -> None:
+        self.noun, self.answers, self.truncated = noun, 0, 0
+
+    def add(self, answer: Response) -> None:
+        self.answers += 1
+        self.truncated += answer.finish_reason == "length"
+
+    def result(self, failures: Sequence[Failure]) -> dict:
+        return {self.noun: self.answers, "truncated": self.truncated}
 
 
 def run_units(
@@ -220,7 +243,7 @@ def run_units(
     extra: Mapping[str, Any] | None = None,
     storage: Storage | None = None,
     iteration: int | None = None,
-    resume: Callable[[list[Record]], Any] | None = None,
+    resume: Callable[[Iterable[Record]], Any] | None = None,
 ) -> StageResult:
     """Process ``units`` with ``work`` against the ``role`` endpoint, resumably; finalize the dataset.
 
@@ -243,7 +266,7 @@ def run_units(
         return StageResult(output_uri, manifest, skipped=True, metrics=manifest.metrics)
     storage.check_writable(output_uri)
     if resume is not None:
-        resume(checkpoint.collected(output_model, Failure)[0])
+        resume(checkpoint.finished(output_model))
     endpoint = getattr(config.serving, role)
     total = len(units) if isinstance(units, Sized) else None
 
@@ -264,25 +287,18 @@ def run_units(
 
     order = asyncio.run(main())
 
-    def stage_metrics(outputs: Iterable, failures: list[Failure]) -> dict:
-        return {
-            "units": len(order),
-            **metrics(outputs, failures),
-            **response_metrics(outputs, failures),
-            "failure_reasons": dict(Counter(failure.reason for failure in failures)),
-        }
-
-    manifest = checkpoint.finalize(order, output_model, Failure, stage_metrics)
+    tally = Tallies(Known({"units": len(order)}), metrics(), ResponseLengths(), FailureReasons())
+    manifest = checkpoint.finalize(order, output_model, Failure, tally)
     log.info("wrote %d records, %d failures: %s", manifest.count, manifest.failures, manifest.metrics)
     return StageResult(output_uri, manifest, metrics=manifest.metrics)
 
 
 class InputUnits:
-    """One unit per record of an input dataset (or JSONL file), read a part at a time; with
-    ``keep`` (records -> the ids to work on, from one pass) only the records it keeps, worked out on
-    first use."""
+    """One unit per record of input datasets (or JSONL files: a :class:`RecordStream` or
+    :class:`RecordStreams`), read a part at a time; with ``keep`` (records -> the ids to work on,
+    from one pass) only the records it keeps, each id once, worked out on first use."""
 
-    def __init__(self, records: RecordStream, keep: Callable[[Iterable[Record]], set[str]] | None = None):
+    def __init__(self, records: RecordStream | RecordStreams, keep: Callable[[Iterable[Record]], set[str]] | None = None):
         self.records = records
         self._keep = keep
         self._kept: set[str] | None = None
@@ -294,7 +310,14 @@ class InputUnits:
 
     def __iter__(self) -> Iterator[tuple[str, Record]]:
         kept = self.kept()
-        return ((record.id, record) for record in self.records if kept is None or record.id in kept)
+        if kept is None:
+            yield from ((record.id, record) for record in self.records)
+            return
+        started: set[str] = set()
+        for record in self.records:
+            if record.id in kept and record.id not in started:
+                started.add(record.id)
+                yield record.id, record
 
     def __len__(self) -> int:
         kept = self.kept()
@@ -328,8 +351,8 @@ def run_stage(
     if keep is not None:
         stage_metrics = metrics
 
-        def metrics(outputs: Iterable, failures: list[Failure]) -> dict:
-            return {"input_records": len(records), "input_not_kept": len(records) - len(units), **stage_metrics(outputs, failures)}
+        def metrics() -> Tally:
+            return Tallies(Known({"input_records": len(records), "input_not_kept": len(records) - len(units)}), stage_metrics())
 
     return run_units(
         config,

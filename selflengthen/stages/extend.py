@@ -7,6 +7,8 @@ record, as in QwenLM/Self-Lengthen ``qwen/step2_ext_responses.py``); a chain ret
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
+from collections.abc import Sequence
 
 from selflengthen.client import GenerationClient, seeded
 from selflengthen.config import RunConfig
@@ -128,21 +130,29 @@ async def extend_chain(client: GenerationClient, config: RunConfig, response: Re
     )
 
 
-def extend_metrics(outputs: list[Response], failures: list[Failure]) -> dict:
-    """Acceptance (per chain: an initial response gives up to ``chains`` records) and round-level
-    rejection counts of the stage."""
-    rounds = [r for response in outputs for r in response.rounds]
-    rejected: dict[str, int] = {}
-    for record in rounds:
-        if record.reason:
-            rejected[record.reason] = rejected.get(record.reason, 0) + 1
-    ratios = [o.words / o.initial_words for o in outputs if o.initial_words]
-    return {
-        "extended": len(outputs),
-        "failed": len(failures),
-        "round_rejections_of_accepted": rejected,
-        "mean_ratio": round(sum(ratios) / len(ratios), 4) if ratios else None,
-    }
+class ExtendMetrics:
+    """Acceptance (per chain: an initial response gives up to ``chains`` records), the rounds'
+    rejection reasons within accepted chains, and the mean lengthening ratio."""
+
+    def __init__(self) -> None:
+        self.extended = self.ratios = 0
+        self.ratio_sum = 0.0
+        self.rejected: Counter[str] = Counter()
+
+    def add(self, response: Response) -> None:
+        self.extended += 1
+        self.rejected.update(record.reason for record in response.rounds if record.reason)
+        if response.initial_words:
+            self.ratios += 1
+            self.ratio_sum += response.words / response.initial_words
+
+    def result(self, failures: Sequence[Failure]) -> dict:
+        return {
+            "extended": self.extended,
+            "failed": len(failures),
+            "round_rejections_of_accepted": dict(self.rejected),
+            "mean_ratio": round(self.ratio_sum / self.ratios, 4) if self.ratios else None,
+        }
 
 
 def run_extend(config: RunConfig, *, responses: str, output: str) -> StageResult:
@@ -160,7 +170,7 @@ def run_extend(config: RunConfig, *, responses: str, output: str) -> StageResult
         output_uri=output,
         output_model=Response,
         work=extend_response,
-        metrics=extend_metrics,
+        metrics=ExtendMetrics,
         sections=["extend", *(["select", "seed"] if sample else []), *checks_sections(config)],
         keep=(lambda records: length_biased_ids(lengths(records), config.select, config.seed)) if sample else None,
     )

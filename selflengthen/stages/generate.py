@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Sequence
 
 from selflengthen.client import GenerationClient, seeded
 from selflengthen.config import RunConfig
@@ -65,15 +66,25 @@ def answer_query(kind: str):
     return work
 
 
-def generate_metrics(outputs: list[Response], failures: list[Failure]) -> dict:
-    attempts = sum(o.attempts for o in outputs) + sum(f.attempts for f in failures)
-    return {
-        "responses": len(outputs),
-        "given_up": len(failures),
-        "requests": attempts,
-        "acceptance_rate": round(len(outputs) / attempts, 4) if attempts else None,
-        "given_up_reasons": dict(Counter(f.reason for f in failures)),
-    }
+class GenerateMetrics:
+    """Responses, samples given up, the requests they took (acceptance rate) and why samples were given up."""
+
+    def __init__(self) -> None:
+        self.responses = self.attempts = 0
+
+    def add(self, response: Response) -> None:
+        self.responses += 1
+        self.attempts += response.attempts
+
+    def result(self, failures: Sequence[Failure]) -> dict:
+        attempts = self.attempts + sum(f.attempts for f in failures)
+        return {
+            "responses": self.responses,
+            "given_up": len(failures),
+            "requests": attempts,
+            "acceptance_rate": round(self.responses / attempts, 4) if attempts else None,
+            "given_up_reasons": dict(Counter(f.reason for f in failures)),
+        }
 
 
 def run_generate(config: RunConfig, *, queries: str, output: str, kind: str = "initial") -> StageResult:
@@ -87,6 +98,6 @@ def run_generate(config: RunConfig, *, queries: str, output: str, kind: str = "i
         output_uri=output,
         output_model=Response,
         work=answer_query(kind),
-        metrics=generate_metrics,
+        metrics=GenerateMetrics,
         sections=["generate", *checks_sections(config)],
     )

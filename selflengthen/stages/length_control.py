@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
+from collections.abc import Iterable, Sequence
 
 from selflengthen.client import GenerationClient, seeded
 from selflengthen.config import Language, LengthControlConfig, RunConfig
-from selflengthen.datasets import input_checksum, load_records
+from selflengthen.datasets import RecordStream, RecordStreams, input_checksum
 from selflengthen.errors import RequestRefused
 from selflengthen.prompts import render_prompt
 from selflengthen.records import ChatMessage, Failure, Response, SftExample, stable_id
-from selflengthen.stages.common import StageResult, run_units
+from selflengthen.stages.common import InputUnits, StageResult, run_units
 from selflengthen.storage import get_storage
 from selflengthen.text import count_words, detect_language
 
@@ -112,40 +114,55 @@ async def constrain_response(client: GenerationClient, config: RunConfig, respon
     return [example], []
 
 
-def length_control_metrics(outputs: list[SftExample], failures: list[Failure]) -> dict:
-    types: dict[str, int] = {}
-    for example in outputs:
-        kind = example.meta["constraint"]["type"]
-        types[kind] = types.get(kind, 0) + 1
-    rewritten = sum(1 for e in outputs if e.meta["llm_rewrite"])
-    return {"examples": len(outputs), "types": types, "llm_rewrites": rewritten, "appended": len(outputs) - rewritten}
+class LengthControlMetrics:
+    """Examples per constraint type, and how many queries the model rewrote (the others got the constraint appended)."""
+
+    def __init__(self) -> None:
+        self.examples = self.rewritten = 0
+        self.types: Counter[str] = Counter()
+
+    def add(self, example: SftExample) -> None:
+        self.examples += 1
+        self.types[example.meta["constraint"]["type"]] += 1
+        self.rewritten += bool(example.meta["llm_rewrite"])
+
+    def result(self, failures: Sequence[Failure]) -> dict:
+        return {"examples": self.examples, "types": dict(self.types), "llm_rewrites": self.rewritten, "appended": self.examples - self.rewritten}
 
 
-def eligible_responses(config: RunConfig, sources: list[str]) -> list[Response]:
-    """Responses of every source within [min_words, max_words], one per distinct text."""
-    storage = get_storage(config.storage)
-    settings = config.length_control
-    chosen: dict[str, Response] = {}
-    for uri in sources:
-        for response in load_records(storage, uri, Response):
-            words = count_words(response.text)
-            if settings.min_words <= words <= settings.max_words:
-                chosen.setdefault(stable_id(response.text), response)
-    return list(chosen.values())
+def eligible(settings: LengthControlConfig):
+    """``keep`` of :class:`~selflengthen.stages.common.InputUnits`: the ids of the responses within
+    [min_words, max_words], the first of each distinct text (memory: an id and a text key each)."""
+
+    def ids(responses: Iterable[Response]) -> set[str]:
+        texts: set[str] = set()
+        chosen: set[str] = set()
+        for response in responses:
+            if settings.min_words <= count_words(response.text) <= settings.max_words:
+                key = stable_id(response.text)
+                if key not in texts:
+                    texts.add(key)
+                    chosen.add(response.id)
+        return chosen
+
+    return ids
 
 
 def run_length_control(config: RunConfig, *, responses: list[str], output: str) -> StageResult:
-    """Length-constrained (query -> response) examples for the final SFT of the Generator."""
-    eligible = eligible_responses(config, responses)
+    """Length-constrained (query -> response) examples for the final SFT of the Generator, from
+    the eligible responses of every dataset of ``responses`` (read a part at a time)."""
+    storage = get_storage(config.storage)
+    sources = RecordStreams([RecordStream(storage, uri, Response) for uri in responses])
     return run_units(
         config,
         stage=STAGE,
         role="generator",
-        units=[(r.id, r) for r in eligible],
+        units=InputUnits(sources, eligible(config.length_control)),
         output_uri=output,
         output_model=SftExample,
         work=constrain_response,
-        metrics=length_control_metrics,
+        metrics=LengthControlMetrics,
         sections=["length_control", "seed"],
-        inputs={uri: input_checksum(get_storage(config.storage), uri) for uri in responses},
+        inputs={uri: input_checksum(storage, uri) for uri in responses},
+        storage=storage,
     )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 import re
+from collections import Counter
+from collections.abc import Iterator, Sequence
 
 from selflengthen.client import GenerationClient, seeded
 from selflengthen.config import Language, RunConfig
@@ -139,22 +141,35 @@ def _reject_reason(candidate: str, language: Language, config: RunConfig) -> str
     return None
 
 
-def self_instruct_metrics(outputs: list[Query], failures: list[Failure]) -> dict:
-    reasons: dict[str, int] = {}
-    for failure in failures:
-        reasons[failure.reason] = reasons.get(failure.reason, 0) + 1
-    return {"instructions": len(outputs), "empty_slots": len(failures), "empty_slot_reasons": reasons}
+class SelfInstructMetrics:
+    """Instructions accepted, slots left empty and why."""
+
+    def __init__(self) -> None:
+        self.instructions = 0
+
+    def add(self, query: Query) -> None:
+        self.instructions += 1
+
+    def result(self, failures: Sequence[Failure]) -> dict:
+        reasons = dict(Counter(failure.reason for failure in failures))
+        return {"instructions": self.instructions, "empty_slots": len(failures), "empty_slot_reasons": reasons}
 
 
-def slots(config: RunConfig) -> list[tuple[str, tuple[Language, int]]]:
-    """num_instructions slots, split evenly across the configured languages."""
-    languages = config.languages
-    total = config.self_instruct.num_instructions
-    units = []
-    for i in range(total):
-        language = languages[i % len(languages)]
-        units.append((f"{language}-{i // len(languages):06d}", (language, i // len(languages))))
-    return units
+class Slots:
+    """The stage's units: ``num_instructions`` slots (unit id, (language, index)), split evenly
+    across the configured languages, made as they are read."""
+
+    def __init__(self, config: RunConfig):
+        self.languages = config.languages
+        self.total = config.self_instruct.num_instructions
+
+    def __iter__(self) -> Iterator[tuple[str, tuple[Language, int]]]:
+        for i in range(self.total):
+            language, index = self.languages[i % len(self.languages)], i // len(self.languages)
+            yield f"{language}-{index:06d}", (language, index)
+
+    def __len__(self) -> int:
+        return self.total
 
 
 def run_self_instruct(config: RunConfig, *, output: str, iteration: int = 1, seeds: str | None = None) -> StageResult:
@@ -171,11 +186,11 @@ def run_self_instruct(config: RunConfig, *, output: str, iteration: int = 1, see
         config,
         stage=STAGE,
         role="generator",
-        units=slots(config),
+        units=Slots(config),
         output_uri=output,
         output_model=Query,
         work=make_slot_worker(pool, iteration),
-        metrics=self_instruct_metrics,
+        metrics=SelfInstructMetrics,
         sections=["self_instruct", "languages", "seed", "run_id"],
         inputs={seeds_uri: input_checksum(get_storage(config.storage), seeds_uri)} if seeds_uri else {},
         extra={"iteration": iteration},

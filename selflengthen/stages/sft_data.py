@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from selflengthen.config import RunConfig
-from selflengthen.datasets import existing_dataset, input_checksum, load_records, write_records
+from selflengthen.datasets import DatasetWriter, RecordStream, existing_dataset, input_checksum
 from selflengthen.errors import DataError
 from selflengthen.fingerprint import stage_fingerprint
 from selflengthen.logs import stage_logger
@@ -58,6 +58,9 @@ def sft_examples(response: Response, config: RunConfig, source: str = "input") -
 def run_sft_data(config: RunConfig, *, extended: str | list[str], output: str, iteration: int = 1) -> dict[str, str]:
     """Write ``output``/generator and ``output``/extender datasets; returns their URIs.
 
+    One pass over the inputs, a part at a time, both datasets written as it goes; memory holds
+    the ids read (duplicates across inputs are an error).
+
     ``extended`` may list several iterations' datasets (``sft_data.accumulate``); otherwise only the
     current iteration's is given.
     """
@@ -71,24 +74,19 @@ def run_sft_data(config: RunConfig, *, extended: str | list[str], output: str, i
     if all(existing_dataset(storage, uri, fingerprint, config.on_change) is not None for uri in uris.values()):
         log.info("already complete at %s; skipped", output)
         return uris
-    pairs, origin = [], {}  # origin: id -> the earlier input holding it
-    for uri in sources:
-        responses = load_records(storage, uri, Response)
-        for response in responses:
-            if response.id in origin:
-                raise DataError(f"{uri}: duplicate id {response.id!r} (also in {origin[response.id]})")
-            pairs.append(sft_examples(response, config, uri))
-        origin.update(dict.fromkeys((response.id for response in responses), uri))
     storage.check_writable(output)
-    for index, role in enumerate(uris):
-        write_records(
-            storage,
-            uris[role],
-            [pair[index] for pair in pairs],
-            stage=f"{STAGE}-{role}",
-            fingerprint=fingerprint,
-            shard_size=config.storage.shard_size,
-            metrics={"examples": len(pairs), "sources": sources},
-        )
-    log.info("%d examples per role from %s", len(pairs), sources)
+    writers = [
+        DatasetWriter(storage, uri, stage=f"{STAGE}-{role}", fingerprint=fingerprint, shard_size=config.storage.shard_size)
+        for role, uri in uris.items()
+    ]
+    origin: dict[str, str] = {}  # id -> the input holding it
+    for uri in sources:
+        for response in RecordStream(storage, uri, Response):
+            if origin.setdefault(response.id, uri) != uri:
+                raise DataError(f"{uri}: duplicate id {response.id!r} (also in {origin[response.id]})")
+            for writer, example in zip(writers, sft_examples(response, config, uri)):
+                writer.add(example)
+    for writer in writers:
+        writer.close(metrics={"examples": len(origin), "sources": sources})
+    log.info("%d examples per role from %s", len(origin), sources)
     return uris

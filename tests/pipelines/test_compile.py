@@ -276,8 +276,9 @@ def test_every_step_takes_the_run_id_from_the_uncached_identify_step(tmp_path: P
     assert exit_inputs["explicit_run_id"]["componentInputParameter"] == "run_id"
 
 
-def test_steps_that_create_cluster_objects_know_their_pod_and_every_step_has_resources(tmp_path: Path) -> None:
-    config = load_config(CLUSTER_CONFIG)
+@pytest.mark.parametrize("scratch", [{}, {"execution.steps.scratch": "40Gi", "execution.train_step.scratch": "300Gi"}])
+def test_steps_that_create_cluster_objects_know_their_pod_and_every_step_has_resources(tmp_path: Path, scratch: dict) -> None:
+    config = load_config(CLUSTER_CONFIG, scratch)
     spec, executors = compiled(config, tmp_path)
     fields = {"POD_NAME": "metadata.name", "POD_UID": "metadata.uid", "POD_NAMESPACE": "metadata.namespace"}
     creators = [name for name in executors if name.startswith(("exec-serve", "exec-train", "exec-teardown-run"))]
@@ -289,6 +290,10 @@ def test_steps_that_create_cluster_objects_know_their_pod_and_every_step_has_res
         expected = config.execution.train_step if name.startswith("exec-train") else config.execution.steps
         assert (resources["resourceCpuRequest"], resources["resourceMemoryRequest"]) == (expected.cpu, expected.memory), name
         assert (resources["resourceCpuLimit"], resources["resourceMemoryLimit"]) == (expected.cpu, expected.memory), name
+        # the scratch emptyDir is the step's TMPDIR (finalize's spill, model downloads), sized by the config
+        (mount,) = executors[name]["emptyDirMounts"]
+        assert mount == {"volumeName": "scratch", "mountPath": "/scratch", **({"sizeLimit": expected.scratch} if expected.scratch else {})}, name
+        assert {"name": "TMPDIR", "value": "/scratch"} in executor["container"]["env"], name
 
 
 @pytest.mark.parametrize("overrides", [{"eval.enabled": False, "length_control.extra_queries": 0}, {"eval.per_iteration": False}])

@@ -3,7 +3,13 @@ import random
 import pytest
 
 from selflengthen.config import LengthControlConfig
-from selflengthen.stages.length_control import derive_constraint, mentions_constraint, to_chinese_numeral
+from selflengthen.datasets import read_records, write_records
+from selflengthen.fingerprint import Fingerprint
+from selflengthen.records import SftExample
+from selflengthen.stages.length_control import derive_constraint, mentions_constraint, run_length_control, to_chinese_numeral
+from selflengthen.storage import get_storage
+from tests.orchestration.helpers import run_config
+from tests.stages.helpers import essay, response
 
 SETTINGS = LengthControlConfig()
 
@@ -65,3 +71,31 @@ def test_rewrite_must_keep_the_numbers():
     assert mentions_constraint("写一篇两千到三千字的文章", constraint)
     assert mentions_constraint("写一篇2000到3000字的文章", constraint)
     assert not mentions_constraint("写一篇文章", constraint)
+
+
+def test_the_stage_reads_its_sources_a_part_at_a_time_and_keeps_one_example_per_eligible_text(
+    tmp_path, scripted_server, monkeypatch
+):
+    storage = get_storage()
+    short, long_a, long_b = essay(5, 1), essay(60, 2), essay(80, 3)
+    first, second = str(tmp_path / "initial"), str(tmp_path / "extended")
+    write_records(storage, first, [response(short), response(long_a), response(long_b, index=1)], stage="s", fingerprint=Fingerprint.of({}), shard_size=1)
+    write_records(storage, second, [response(long_a, kind="extended")], stage="s", fingerprint=Fingerprint.of({}), shard_size=1)
+    server = scripted_server(lambda messages: "no numbers here")  # every rewrite loses the constraint: appended
+    config = run_config(
+        str(tmp_path),
+        length_control={"min_words": 20, "max_words": 4000, "unit": 10, "coarse_unit": 20},
+        serving={"generator": server.endpoint().model_dump()},
+    )
+    reads: list[str] = []
+    real_read_bytes = storage.read_bytes
+    monkeypatch.setattr(storage, "read_bytes", lambda uri: reads.append(uri) or real_read_bytes(uri))
+    monkeypatch.setattr("selflengthen.stages.length_control.get_storage", lambda *_: storage)
+    result = run_length_control(config, responses=[first, second], output=str(tmp_path / "length"))
+
+    examples = read_records(storage, str(tmp_path / "length"), SftExample)
+    assert sorted(example.response for example in examples) == sorted([long_a, long_b])  # the short one and the repeat are out
+    assert all(not example.meta["llm_rewrite"] for example in examples)
+    assert result.metrics["units"] == 2 and result.metrics["examples"] == 2 and result.metrics["appended"] == 2
+    parts = {uri for uri in reads if "/part-" in uri and "/length/" not in uri}
+    assert len(parts) == 4 and all(reads.count(uri) == 2 for uri in parts)  # eligibility, then the work: a part at a time
