@@ -698,7 +698,9 @@ class ExecutionConfig(Section):
     model_cache_pvc: str | None = Field(
         None, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=253,
         description="kubeflow: a ReadWriteMany PVC in pipeline.namespace holding model folders fetched once per content (URI and "
-        "checksum), mounted read-only by every model server and trainer; null: each server copies the model into its own emptyDir",
+        "checksum), mounted read-only by every model server and TrainJob trainer, and (read-write: KFP mounts no PVC read-only) "
+        "by the inline train step when its pod runs in pipeline.namespace (pipeline.run_namespace); null: each server copies the "
+        "model into its own emptyDir",
     )
 
 
