@@ -125,6 +125,8 @@ class LocalServerConfig(Section):
 
 # A Kubernetes resource quantity ("8", "500m", "64Gi").
 _QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
+# A Kubernetes object or namespace name (an RFC 1123 label; the length limit is the field's).
+_K8S_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 _TOLERATION_KEYS = {"key", "operator", "value", "effect", "tolerationSeconds"}
 
 
@@ -696,7 +698,7 @@ class ExecutionConfig(Section):
     )
     crash_restarts: int = Field(1, ge=1, description="restarts of a crash-looping server or trainer container before the step gives up")
     model_cache_pvc: str | None = Field(
-        None, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=253,
+        None, pattern=_K8S_NAME, max_length=253,
         description="kubeflow: a ReadWriteMany PVC in pipeline.namespace holding model folders fetched once per content (URI and "
         "checksum), mounted read-only by every model server and TrainJob trainer, and (read-write: KFP mounts no PVC read-only) "
         "by the inline train step when its pod runs in pipeline.namespace (pipeline.run_namespace); null: each server copies the "
@@ -717,13 +719,10 @@ class PipelineConfig(Section):
         True, description="KFP caching of steps on their inputs (serve, teardown, prepare and report never cache)"
     )
     namespace: str = Field("selflengthen", description="Kubernetes namespace of the model servers and TrainJobs the steps create")
-    run_namespace: str | None = Field(
-        None, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63,
-        description="namespace the run's step pods run in: null: pipeline.namespace (multi-user Kubeflow: the profile "
-        "namespace); standalone Kubeflow Pipelines: its own (e.g. kubeflow). A pod mounts PVCs of its namespace only, so "
-        "the inline train step mounts execution.model_cache_pvc only when this is pipeline.namespace; doctor checks the "
-        "run's account here",
-    )
+    run_namespace: str | None = Field(None, pattern=_K8S_NAME, max_length=63, description=(
+        "namespace of the run's step pods: null: pipeline.namespace (multi-user Kubeflow: the profile namespace); standalone "
+        "Kubeflow Pipelines: its own (e.g. kubeflow). Pods mount PVCs of their namespace only: the inline train step mounts "
+        "execution.model_cache_pvc only when this is pipeline.namespace. doctor checks the run's account here"))  # fmt: skip
     service_account: str = Field(
         "selflengthen-runner",
         description="the account the run's pods use: `selflengthen submit` creates the run with it and `doctor` checks its "
@@ -772,7 +771,7 @@ class RunConfig(Section):
     """A whole Self-Lengthen run."""
 
     run_id: str = Field(
-        "selflengthen", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63,
+        "selflengthen", pattern=_K8S_NAME, max_length=63,
         description="run name (a DNS label): artefacts go to <workdir>/<run_id>; names and labels its Kubernetes objects. "
         "On Kubeflow the pipeline's run_id parameter replaces it (empty: the KFP run's own id, so every run is new)",
     )
