@@ -10,7 +10,7 @@ import yaml
 from typer.testing import CliRunner
 
 from selflengthen.cli import app
-from selflengthen.datasets import read_records, write_records
+from selflengthen.datasets import read_records
 from selflengthen.errors import StorageError
 from selflengthen.export import export_run
 from selflengthen.orchestration.layout import RunLayout

@@ -84,7 +84,7 @@ def check_base_model(config: RunConfig, storage: Storage) -> list[Finding]:
     name, uri = "base model", config.model.base
     if uri.startswith("hf://"):
         return ok(name, f"{uri} is fetched from the Hugging Face Hub by the prepare step")
-    upload = f"selflengthen upload-inputs --config CONFIG --model-dir MODEL_DIR (docs/kubeflow.md)"
+    upload = "selflengthen upload-inputs --config CONFIG --model-dir MODEL_DIR (docs/kubeflow.md)"
     try:
         files = [entry.removeprefix(uri.rstrip("/") + "/") for entry in storage.list(uri)]
         if "config.json" not in files:
@@ -123,7 +123,7 @@ def check_benchmarks(config: RunConfig, storage: Storage) -> list[Finding]:
         try:
             rows = load_benchmark(storage, benchmark, source)
         except SelfLengthenError as error:
-            findings += failed(name, str(error), f"upload it: selflengthen upload-inputs --config CONFIG (docs/kubeflow.md)")
+            findings += failed(name, str(error), "upload it: selflengthen upload-inputs --config CONFIG (docs/kubeflow.md)")
             continue
         findings += ok(name, f"{source}: {len(rows)} prompts")
     return findings

@@ -2,7 +2,6 @@
 
 import io
 import json
-from pathlib import Path
 
 from rich.console import Console
 from rich.progress import Progress
