@@ -4,7 +4,7 @@ import pytest
 
 from selflengthen.config import parse_config
 from selflengthen.fingerprint import Fingerprint
-from selflengthen.datasets import read_records, write_records
+from selflengthen.datasets import dataset_exists, read_manifest, read_records, write_records
 from selflengthen.errors import DataError
 from selflengthen.records import SftExample
 from selflengthen.stages.sft_data import drop_lines, run_sft_data, sft_examples
@@ -56,3 +56,26 @@ def test_run_writes_two_datasets_and_accumulates(tmp_path):
     both = run_sft_data(CONFIG, extended=[first, second], output=str(tmp_path / "sft-all"), iteration=2)
     examples = read_records(storage, both["extender"], SftExample)
     assert len(examples) == 3 and {e.role for e in examples} == {"extender"}
+
+
+def test_streaming_writes_the_same_examples_as_one_per_input_record_across_parts(tmp_path):
+    storage = get_storage(CONFIG.storage)
+    first, second = str(tmp_path / "it1"), str(tmp_path / "it2")
+    inputs = [[extended_response(i) for i in range(3)], [extended_response(i) for i in range(3, 5)]]
+    for uri, records in zip((first, second), inputs):
+        write_records(storage, uri, records, stage="select", fingerprint=Fingerprint.of({}), shard_size=1)  # a part per record
+    uris = run_sft_data(CONFIG.model_copy(update={"storage": CONFIG.storage.model_copy(update={"shard_size": 2})}), extended=[first, second], output=str(tmp_path / "sft"))
+    expected = [sft_examples(record, CONFIG) for records in inputs for record in records]
+    for index, role in enumerate(("generator", "extender")):
+        assert read_records(storage, uris[role], SftExample) == [pair[index] for pair in expected]
+        assert len(read_manifest(storage, uris[role]).shards) == 3  # written 2 per part as it went
+
+
+def test_a_record_in_two_inputs_is_refused_and_no_dataset_is_written(tmp_path):
+    storage = get_storage(CONFIG.storage)
+    first, second = str(tmp_path / "it1"), str(tmp_path / "it2")
+    write_records(storage, first, [extended_response(0)], stage="select", fingerprint=Fingerprint.of({}), shard_size=1)
+    write_records(storage, second, [extended_response(1), extended_response(0)], stage="select", fingerprint=Fingerprint.of({}), shard_size=1)
+    with pytest.raises(DataError, match=r"it2: duplicate id .* \(also in .*it1\)"):
+        run_sft_data(CONFIG, extended=[first, second], output=str(tmp_path / "sft"))
+    assert not dataset_exists(storage, str(tmp_path / "sft" / "generator"))
