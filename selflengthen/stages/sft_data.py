@@ -79,11 +79,12 @@ def run_sft_data(config: RunConfig, *, extended: str | list[str], output: str, i
         DatasetWriter(storage, uri, stage=f"{STAGE}-{role}", fingerprint=fingerprint, shard_size=config.storage.shard_size)
         for role, uri in uris.items()
     ]
-    origin: dict[str, str] = {}  # id -> the input holding it
+    origin: dict[str, str] = {}  # id -> the input holding it (ids are distinct within one input)
     for uri in sources:
         for response in RecordStream(storage, uri, Response):
-            if origin.setdefault(response.id, uri) != uri:
+            if response.id in origin:
                 raise DataError(f"{uri}: duplicate id {response.id!r} (also in {origin[response.id]})")
+            origin[response.id] = uri
             for writer, example in zip(writers, sft_examples(response, config, uri)):
                 writer.add(example)
     for writer in writers:
