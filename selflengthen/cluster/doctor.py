@@ -22,12 +22,13 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 from selflengthen.cluster import kfp_api
-from selflengthen.cluster.objects import STORAGE_SECRET_KEYS, describe_api_error
+from selflengthen.cluster.objects import API_KEY_SECRET_KEY, HF_TOKEN_SECRET_KEY, STORAGE_SECRET_KEYS, describe_api_error
 from selflengthen.cluster.permissions import Permission, launcher_permissions, run_permissions
 from selflengthen.cluster.trainjob import GROUP as TRAINER_GROUP
 from selflengthen.config import RunConfig
 from selflengthen.errors import SelfLengthenError
 from selflengthen.evaluation.benchmarks import load_benchmark
+from selflengthen.modelio import HUB_SCHEME
 from selflengthen.storage import Storage, get_storage, is_s3_uri, join_uri
 
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -404,40 +405,78 @@ def check_model_cache(config: RunConfig, api: k8s.ApiClient) -> list[Finding]:
     return ok(name, f"ReadWriteMany, bound{note}")
 
 
-def required_secrets(config: RunConfig, artifact_secret: str, run_namespace: str) -> list[tuple[str, tuple[str, ...], str, tuple[str, ...]]]:
-    """(Secret, keys, the config field naming it, the namespaces that need it) of the run: the
-    step pods (``run_namespace``) and the model servers and trainers (``pipeline.namespace``)."""
-    both = tuple(dict.fromkeys((run_namespace, config.pipeline.namespace)))
-    secrets = [(config.pipeline.storage_secret, STORAGE_SECRET_KEYS, "pipeline.storage_secret", both)]
+@dataclass(frozen=True)
+class SecretUse:
+    """A Secret the run reads: its keys, the config field (or option) naming it, and per namespace
+    the pods there that read it."""
+
+    secret: str
+    keys: tuple[str, ...]
+    field: str
+    readers: dict[str, str]
+
+
+def _use(secret: str, keys: tuple[str, ...], field: str, *readers: tuple[str, str]) -> SecretUse:
+    where: dict[str, list[str]] = {}
+    for namespace, pods in readers:
+        where.setdefault(namespace, []).append(pods)
+    return SecretUse(secret, keys, field, {namespace: " and ".join(pods) for namespace, pods in where.items()})
+
+
+def required_secrets(config: RunConfig, artifact_secret: str, run_namespace: str) -> list[SecretUse]:
+    """Every Secret of the run and where it is read (a pod whose env names a missing Secret or key
+    does not start). The step pods run in ``run_namespace`` (pipelines/tasks.py: every step the
+    storage keys, a step that calls a model the API key, the prepare step of an ``hf://`` base and
+    the export step that pushes to the Hub the Hub token), where the KFP launcher also reads the
+    artifact store's Secret; the model servers and TrainJobs run in ``pipeline.namespace``
+    (serving/cluster.py: the storage keys for the fetch container and vLLM's S3 streamer, HF_TOKEN
+    and VLLM_API_KEY for vLLM; cluster/trainjob.py: the storage keys; its HF_TOKEN is for a Hub id,
+    and on Kubeflow the prepare step has made the base an s3:// copy)."""
+    servers = config.pipeline.namespace
+    trainjobs = config.execution.training == "trainjob"
+    storage_readers = [(run_namespace, "the step pods"), (servers, "the model servers")]
+    if trainjobs:
+        storage_readers.append((servers, "the TrainJobs"))
+    uses = [_use(config.pipeline.storage_secret, STORAGE_SECRET_KEYS, "pipeline.storage_secret", *storage_readers)]
     if config.pipeline.api_key_secret:
-        secrets.append((config.pipeline.api_key_secret, ("SELFLENGTHEN_API_KEY",), "pipeline.api_key_secret", (run_namespace,)))
+        uses.append(_use(
+            config.pipeline.api_key_secret, (API_KEY_SECRET_KEY,), "pipeline.api_key_secret",
+            (run_namespace, "the steps that call a model"), (servers, "the vLLM servers"),
+        ))  # fmt: skip
     if config.serving.cluster.hf_token_secret:
-        secrets.append((config.serving.cluster.hf_token_secret, ("HF_TOKEN",), "serving.cluster.hf_token_secret", both))
-    secrets.append((artifact_secret, (), "the KFP artifact store's Secret (--artifact-secret)", (run_namespace,)))
-    return secrets
+        hf_readers = [(servers, "the vLLM servers")]
+        if config.model.base.startswith(HUB_SCHEME):
+            hf_readers.append((run_namespace, "the prepare step"))
+        if config.export.enabled and config.export.hub_repo:
+            hf_readers.append((run_namespace, "the export step"))
+        uses.append(_use(config.serving.cluster.hf_token_secret, (HF_TOKEN_SECRET_KEY,), "serving.cluster.hf_token_secret", *hf_readers))
+    uses.append(_use(artifact_secret, (), "the KFP artifact store's Secret (--artifact-secret)", (run_namespace, "the KFP launcher")))
+    return uses
 
 
 def check_secrets(config: RunConfig, api: k8s.ApiClient, artifact_secret: str, run_namespace: str | None = None) -> list[Finding]:
-    """Each Secret the config names exists where it is read, with its keys (values are never read out)."""
+    """Each Secret the config names exists in every namespace whose pods read it, with its keys
+    (values are never read out)."""
     core = k8s.CoreV1Api(api)
     findings: list[Finding] = []
-    for secret, keys, field, namespaces in required_secrets(config, artifact_secret, run_namespace or config.pipeline.steps_namespace):
-        for namespace in namespaces:
-            name = f"Secret {namespace}/{secret}"
-            create = f"kubectl -n {namespace} create secret generic {secret} " + " ".join(f"--from-literal={key}=..." for key in keys)
+    for use in required_secrets(config, artifact_secret, run_namespace or config.pipeline.steps_namespace):
+        for namespace, readers in use.readers.items():
+            name = f"Secret {namespace}/{use.secret}"
+            why = f"{use.field}; read by {readers}"
+            create = f"kubectl -n {namespace} create secret generic {use.secret} " + " ".join(f"--from-literal={key}=..." for key in use.keys)
             try:
-                found = core.read_namespaced_secret(secret, namespace)
+                found = core.read_namespaced_secret(use.secret, namespace)
             except (ApiException, HTTPError) as error:
                 if isinstance(error, ApiException) and error.status == 404:
-                    findings += failed(name, f"does not exist ({field})", create.strip())
+                    findings += failed(name, f"does not exist ({why})", create.strip())
                 else:
-                    findings += _api_failure(name, error, f"reading Secret {namespace}/{secret}", create.strip())
+                    findings += _api_failure(name, error, f"reading Secret {namespace}/{use.secret}", create.strip())
                 continue
-            absent = [key for key in keys if key not in set(found.data or {}) | set(found.string_data or {})]
+            absent = [key for key in use.keys if key not in set(found.data or {}) | set(found.string_data or {})]
             if absent:
-                findings += failed(name, f"has no key {', '.join(absent)} ({field})", create.strip())
+                findings += failed(name, f"has no key {', '.join(absent)} ({why})", create.strip())
             else:
-                findings += ok(name, f"exists{' with ' + ', '.join(keys) if keys else ''}")
+                findings += ok(name, f"exists{' with ' + ', '.join(use.keys) if use.keys else ''}")
     return findings
 
 

@@ -29,6 +29,7 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from selflengthen.cluster.objects import (
+    HF_TOKEN_SECRET_KEY,
     api_errors,
     create_or_replace,
     delete_if_present,
@@ -83,7 +84,7 @@ def build_trainjob(
 
     env = storage_credentials_env(config) + model_cache_env(config)
     if hub_model and config.serving.cluster.hf_token_secret:
-        env.append(secret_env("HF_TOKEN", config.serving.cluster.hf_token_secret, "HF_TOKEN"))
+        env.append(secret_env("HF_TOKEN", config.serving.cluster.hf_token_secret, HF_TOKEN_SECRET_KEY))
     command = trainjob_command(request.arguments(config_path=f"{CONFIG_DIR}/{CONFIG_FILE}"))
     trainer: dict[str, Any] = {
         "image": trainjob.image,

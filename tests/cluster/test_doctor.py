@@ -249,8 +249,65 @@ def test_secrets_present_with_their_keys_and_missing_ones():
     text = lines(doctor.check_secrets(config, kube.api_client, ARTIFACTS))
     kube.assert_done()
     assert f"ok    Secret {NAMESPACE}/selflengthen-s3: exists with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY" in text
-    assert f"FAIL  Secret {NAMESPACE}/hf: has no key HF_TOKEN (serving.cluster.hf_token_secret)\n      fix: kubectl -n {NAMESPACE} create secret generic hf --from-literal=HF_TOKEN=..." in text
-    assert f"FAIL  Secret {NAMESPACE}/{ARTIFACTS}: does not exist" in text
+    assert (
+        f"FAIL  Secret {NAMESPACE}/hf: has no key HF_TOKEN (serving.cluster.hf_token_secret; read by the vLLM servers)\n"
+        f"      fix: kubectl -n {NAMESPACE} create secret generic hf --from-literal=HF_TOKEN=..."
+    ) in text
+    assert f"FAIL  Secret {NAMESPACE}/{ARTIFACTS}: does not exist (the KFP artifact store's Secret (--artifact-secret); read by the KFP launcher)" in text
+
+
+def secret(name: str, *keys: str) -> dict[str, Any]:
+    return {"metadata": {"name": name}, "data": {key: "eA==" for key in keys}}
+
+
+def test_with_runs_in_another_namespace_each_secret_is_checked_in_every_namespace_whose_pods_read_it():
+    """Standalone KFP: steps in kubeflow, servers and TrainJobs in ns1. The API key is read by the
+    steps that call a model and by vLLM; the Hub token by vLLM, the prepare step of an hf:// base
+    and the export step that pushes to the Hub."""
+    config = cluster_config(
+        pipeline__run_namespace="kubeflow", pipeline__api_key_secret="api-key", serving__cluster__hf_token_secret="hf",
+        model__base="hf://Qwen/Qwen2.5-7B-Instruct", export__enabled=True, export__hub_repo="me/long",
+    )  # fmt: skip
+    steps, servers = "/api/v1/namespaces/kubeflow/secrets", f"/api/v1/namespaces/{NAMESPACE}/secrets"
+    kube = FakeKubeAPI()
+    kube.reply("GET", f"{steps}/selflengthen-s3", payload=secret("selflengthen-s3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"))
+    kube.reply("GET", f"{servers}/selflengthen-s3", 404, status(404, "NotFound", "not found"))
+    kube.reply("GET", f"{steps}/api-key", payload=secret("api-key", "SELFLENGTHEN_API_KEY"))
+    kube.reply("GET", f"{servers}/api-key", 404, status(404, "NotFound", "not found"))
+    kube.reply("GET", f"{servers}/hf", payload=secret("hf", "HF_TOKEN"))
+    kube.reply("GET", f"{steps}/hf", payload=secret("hf", "TOKEN"))
+    kube.reply("GET", f"{steps}/{ARTIFACTS}", payload=secret(ARTIFACTS, "accesskey"))
+    text = lines(doctor.check_secrets(config, kube.api_client, ARTIFACTS))
+    kube.assert_done()
+    assert "ok    Secret kubeflow/selflengthen-s3: exists with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY" in text
+    assert (
+        f"FAIL  Secret {NAMESPACE}/selflengthen-s3: does not exist (pipeline.storage_secret; read by the model servers and the TrainJobs)\n"
+        f"      fix: kubectl -n {NAMESPACE} create secret generic selflengthen-s3 --from-literal=AWS_ACCESS_KEY_ID=... --from-literal=AWS_SECRET_ACCESS_KEY=..."
+    ) in text
+    assert "ok    Secret kubeflow/api-key: exists with SELFLENGTHEN_API_KEY" in text
+    assert (
+        f"FAIL  Secret {NAMESPACE}/api-key: does not exist (pipeline.api_key_secret; read by the vLLM servers)\n"
+        f"      fix: kubectl -n {NAMESPACE} create secret generic api-key --from-literal=SELFLENGTHEN_API_KEY=..."
+    ) in text
+    assert f"ok    Secret {NAMESPACE}/hf: exists with HF_TOKEN" in text
+    assert "FAIL  Secret kubeflow/hf: has no key HF_TOKEN (serving.cluster.hf_token_secret; read by the prepare step and the export step)" in text
+    assert f"ok    Secret kubeflow/{ARTIFACTS}: exists" in text
+
+
+def test_inline_training_without_a_hub_push_reads_the_hub_token_in_the_servers_namespace_only():
+    config = cluster_config(
+        pipeline__run_namespace="kubeflow", serving__cluster__hf_token_secret="hf", execution__training="inline", export__enabled=True
+    )
+    steps, servers = "/api/v1/namespaces/kubeflow/secrets", f"/api/v1/namespaces/{NAMESPACE}/secrets"
+    kube = FakeKubeAPI()
+    kube.reply("GET", f"{steps}/selflengthen-s3", payload=secret("selflengthen-s3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"))
+    kube.reply("GET", f"{servers}/selflengthen-s3", 404, status(404, "NotFound", "not found"))
+    kube.reply("GET", f"{servers}/hf", payload=secret("hf", "HF_TOKEN"))
+    kube.reply("GET", f"{steps}/{ARTIFACTS}", payload=secret(ARTIFACTS))
+    text = lines(doctor.check_secrets(config, kube.api_client, ARTIFACTS))
+    kube.assert_done()
+    assert f"FAIL  Secret {NAMESPACE}/selflengthen-s3: does not exist (pipeline.storage_secret; read by the model servers)" in text
+    assert "Secret kubeflow/hf" not in text
 
 
 # --------------------------------------------------------------------------- KFP
