@@ -25,6 +25,7 @@ from selflengthen.cluster import kfp_api
 from selflengthen.cluster.objects import API_KEY_SECRET_KEY, HF_TOKEN_SECRET_KEY, STORAGE_SECRET_KEYS, describe_api_error
 from selflengthen.cluster.permissions import Permission, launcher_permissions, run_permissions
 from selflengthen.cluster.trainjob import GROUP as TRAINER_GROUP
+from selflengthen.cluster.trainjob import MIN_TRAINER_VERSION, SPEC_FIELDS
 from selflengthen.config import RunConfig
 from selflengthen.errors import SelfLengthenError
 from selflengthen.evaluation.benchmarks import load_benchmark
@@ -164,7 +165,9 @@ def _api_failure(name: str, error: Exception, action: str, fix: str) -> list[Fin
 
 
 def check_trainer(config: RunConfig, api: k8s.ApiClient) -> list[Finding]:
-    """Kubeflow Trainer's CRDs are installed and the training runtime exists."""
+    """Kubeflow Trainer's CRDs are installed, the TrainJob's has every spec field the TrainJobs set
+    (an older Trainer's API server refuses them: they are created with fieldValidation Strict), and
+    the training runtime exists."""
     name = "Kubeflow Trainer"
     if config.execution.training != "trainjob":
         return ok(name, "execution.training is inline: no TrainJobs")
@@ -175,15 +178,19 @@ def check_trainer(config: RunConfig, api: k8s.ApiClient) -> list[Finding]:
         try:
             found = extensions.read_custom_resource_definition(crd)
         except (ApiException, HTTPError) as error:
-            fix = "install Kubeflow Trainer v2.2.0 or later (docs/kubeflow.md, Prerequisites)"
+            fix = f"install Kubeflow Trainer {MIN_TRAINER_VERSION} or later (docs/kubeflow.md, Prerequisites)"
             if isinstance(error, ApiException) and error.status == 404:
                 findings += failed(f"CRD {crd}", "not installed", fix)
             else:
                 findings += _api_failure(f"CRD {crd}", error, f"reading CRD {crd}", fix)
             continue
-        versions = [version.name for version in found.spec.versions if version.served]
-        if "v1alpha1" not in versions:
-            findings += failed(f"CRD {crd}", f"serves {versions}, not v1alpha1", "install Kubeflow Trainer v2.2.0 or later")
+        served = {version.name: version for version in found.spec.versions if version.served}
+        upgrade = f"install Kubeflow Trainer {MIN_TRAINER_VERSION} or later"
+        missing = _missing_spec_fields(served["v1alpha1"]) if plural == "trainjobs" and "v1alpha1" in served else []
+        if "v1alpha1" not in served:
+            findings += failed(f"CRD {crd}", f"serves {list(served)}, not v1alpha1", upgrade)
+        elif missing:
+            findings += failed(f"CRD {crd}", f"its TrainJob has no {', '.join(f'spec.{field}' for field in missing)} (Trainer older than {MIN_TRAINER_VERSION})", upgrade)
         else:
             findings += ok(f"CRD {crd}", "installed, serves v1alpha1")
     runtime, kind = config.trainjob.runtime, config.trainjob.runtime_kind
@@ -200,6 +207,14 @@ def check_trainer(config: RunConfig, api: k8s.ApiClient) -> list[Finding]:
             return findings + failed("training runtime", f"{where} does not exist", fix)
         return findings + _api_failure("training runtime", error, f"reading {where}", fix)
     return findings + ok("training runtime", f"{kind} {runtime} exists")
+
+
+def _missing_spec_fields(version: k8s.V1CustomResourceDefinitionVersion) -> list[str]:
+    """The TrainJob spec fields the project sets that this CRD version's schema does not define."""
+    schema = version.schema.open_apiv3_schema if version.schema else None
+    spec = (schema.properties or {}).get("spec") if schema else None
+    defined = set((spec.properties or {}) if spec else ())
+    return [field for field in SPEC_FIELDS if field not in defined]
 
 
 def _tolerated(taint: k8s.V1Taint, tolerations: list[dict[str, Any]]) -> bool:

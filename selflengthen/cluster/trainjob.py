@@ -64,6 +64,12 @@ CONFIG_DIR = "/etc/selflengthen"
 CONFIG_FILE = "config.json"
 CONFIG_VOLUME = "selflengthen-config"
 PATCH_MANAGER = "selflengthen.io/train-step"
+# The TrainJob spec fields build_trainjob sets. runtimePatches and activeDeadlineSeconds first came in
+# Kubeflow Trainer v2.2.0 (kubeflow/trainer pkg/apis/trainer/v1alpha1/trainjob_types.go and
+# manifests/base/crds/trainer.kubeflow.org_trainjobs.yaml at tag v2.2.0; v2.1.0 has neither, its
+# podTemplateOverrides has another shape): the oldest Trainer the TrainJobs run on.
+SPEC_FIELDS = ("runtimeRef", "activeDeadlineSeconds", "trainer", "runtimePatches")
+MIN_TRAINER_VERSION = "v2.2.0"
 # TrainJob names stay short: the JobSet derives pod host names (<job>-node-<i>-<j>) from them.
 MAX_NAME_LENGTH = 40
 DELETE_TIMEOUT_S = 300.0

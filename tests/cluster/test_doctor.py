@@ -4,11 +4,14 @@ check against the stand-in KFP API."""
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from selflengthen.cli import app
@@ -18,6 +21,7 @@ from selflengthen.config import parse_config
 from selflengthen.storage import get_storage
 from tests.cluster.conftest import NAMESPACE, cluster_config
 from tests.cluster.fake_kube import FakeKubeAPI, status
+from tests.fixtures.k8s_validation import CRD_DIR
 from tests.fixtures.kfp_api import KfpServer
 from tests.fixtures.s3 import S3Server
 
@@ -28,14 +32,20 @@ ARTIFACTS = "mlpipeline-minio-artifact"
 GPU_TAINT = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 
 
-def crd(plural: str, served: bool = True) -> dict[str, Any]:
-    kind = {"trainjobs": "TrainJob", "trainingruntimes": "TrainingRuntime", "clustertrainingruntimes": "ClusterTrainingRuntime"}[plural]
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{plural}.trainer.kubeflow.org"},
-        "spec": {"group": "trainer.kubeflow.org", "scope": "Namespaced", "names": {"plural": plural, "kind": kind},
-                 "versions": [{"name": "v1alpha1", "served": served, "storage": True}]},
-    }  # fmt: skip
+@functools.cache
+def _crd_file(plural: str) -> dict[str, Any]:
+    return yaml.safe_load((CRD_DIR / f"trainer.kubeflow.org_{plural}.yaml").read_text())
+
+
+def crd(plural: str, served: bool = True, without: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The Trainer CRD as the API server returns it (tests/fixtures/crds); ``without``: TrainJob
+    spec fields an older Trainer lacks."""
+    found = copy.deepcopy(_crd_file(plural))
+    for version in found["spec"]["versions"]:
+        version["served"] = served
+        for field in without:
+            del version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"][field]
+    return found
 
 
 def node(name: str, gpus: int, *, labels: dict[str, str] | None = None, tainted: bool = True) -> dict[str, Any]:
@@ -74,6 +84,21 @@ def test_missing_trainer_crd_and_runtime_fail_with_the_fix():
     assert "FAIL  CRD trainjobs.trainer.kubeflow.org: not installed\n      fix: install Kubeflow Trainer v2.2.0 or later" in text
     assert "FAIL  CRD trainingruntimes.trainer.kubeflow.org: serves [], not v1alpha1" in text
     assert f"FAIL  training runtime: TrainingRuntime selflengthen-deepspeed in namespace {NAMESPACE} does not exist" in text
+
+
+def test_a_trainer_older_than_the_trainjobs_need_fails_naming_the_missing_fields():
+    kube = FakeKubeAPI()
+    kube.reply("GET", f"{CRDS}/trainjobs.trainer.kubeflow.org", payload=crd("trainjobs", without=("runtimePatches", "activeDeadlineSeconds")))
+    for plural in doctor.TRAINER_CRDS[1:]:
+        kube.reply("GET", f"{CRDS}/{plural}.trainer.kubeflow.org", payload=crd(plural))
+    kube.reply("GET", RUNTIME, payload={"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainingRuntime", "metadata": {"name": "selflengthen-deepspeed"}})
+    text = lines(doctor.check_trainer(cluster_config(), kube.api_client))
+    kube.assert_done()
+    assert (
+        "FAIL  CRD trainjobs.trainer.kubeflow.org: its TrainJob has no spec.activeDeadlineSeconds, spec.runtimePatches "
+        "(Trainer older than v2.2.0)\n      fix: install Kubeflow Trainer v2.2.0 or later"
+    ) in text
+    assert "ok    CRD trainingruntimes.trainer.kubeflow.org: installed, serves v1alpha1" in text
 
 
 def test_inline_training_needs_no_trainer():
