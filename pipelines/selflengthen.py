@@ -16,14 +16,15 @@ leaves it in a pipeline parameter's default as it is (backend/src/v2/compiler/ar
 import tempfile
 from pathlib import Path
 
-from kfp import compiler, dsl, kubernetes
+from kfp import compiler, dsl
 from kfp.dsl.graph_component import GraphComponent
 
 import components
 from pipelines.final import build_final
 from pipelines.iteration import build_iteration
-from pipelines.tasks import Tasks, configure, knows_its_pod
+from pipelines.tasks import Tasks, configure, knows_its_pod, use_hub_token
 from selflengthen.config import RunConfig
+from selflengthen.modelio import HUB_SCHEME
 from selflengthen.orchestration.layout import iteration_phase
 from selflengthen.storage import get_storage
 
@@ -52,7 +53,10 @@ def build_pipeline(config: RunConfig) -> GraphComponent:
             identify = components.identify_run(config_json=config_json, explicit_run_id=run_id, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
             run = configure(identify, config, cache=False).output
             tasks = Tasks(config, config_json, run)
-            base = generator = extender = tasks.step(components.prepare, cache=False, iterations=config.iterations).output
+            prepare = tasks.step(components.prepare, cache=False, iterations=config.iterations)
+            if config.model.base.startswith(HUB_SCHEME):  # prepare copies the Hub model to S3 (a gated one needs the token)
+                use_hub_token(prepare, config)
+            base = generator = extender = prepare.output
             run_data = ""  # no dataset before the first iteration
             for index in range(1, config.iterations + 1):
                 step = iteration(
@@ -71,10 +75,8 @@ def build_pipeline(config: RunConfig) -> GraphComponent:
             report = tasks.step(components.report, cache=False).after(tail)
             if config.export.enabled:
                 exported = tasks.step(components.export, cache=False).after(report)
-                if config.export.hub_repo and config.serving.cluster.hf_token_secret:
-                    # the push's token: key HF_TOKEN of the Secret the vLLM servers use, as export.token_env
-                    secret = {"HF_TOKEN": config.export.token_env}
-                    kubernetes.use_secret_as_env(exported, secret_name=config.serving.cluster.hf_token_secret, secret_key_to_env=secret)
+                if config.export.hub_repo:  # the push's token, as export.token_env
+                    use_hub_token(exported, config, config.export.token_env)
 
     return selflengthen
 

@@ -14,7 +14,7 @@ from kfp import kubernetes
 from kfp.dsl import PipelineTask
 
 import components
-from selflengthen.cluster.objects import MODEL_CACHE_DIR
+from selflengthen.cluster.objects import API_KEY_SECRET_KEY, HF_TOKEN_SECRET_KEY, MODEL_CACHE_DIR
 from selflengthen.cluster.ownership import POD_FIELDS
 from selflengthen.config import RunConfig, StepResources
 from selflengthen.modelio import MODEL_CACHE_ENV
@@ -22,7 +22,6 @@ from selflengthen.modelio import MODEL_CACHE_ENV
 # Seconds before the first retry of a failed step; each further retry waits twice as long.
 RETRY_BACKOFF = "15s"
 RETRY_BACKOFF_MAX = "300s"
-API_KEY_SECRET_KEY = "SELFLENGTHEN_API_KEY"
 # The step pod's scratch emptyDir (``StepResources.scratch``), its TMPDIR: Python's tempfile, so
 # finalize's spill and model downloads, write there. The KFP driver turns the compiled
 # emptyDirMounts into a pod volume with its sizeLimit (kubeflow/pipelines
@@ -62,6 +61,14 @@ def configure(
     if calls_model and config.pipeline.api_key_secret:
         for env in sorted({endpoint.api_key_env for endpoint in (config.serving.generator, config.serving.extender, config.serving.judge)}):
             kubernetes.use_secret_as_env(task, secret_name=config.pipeline.api_key_secret, secret_key_to_env={API_KEY_SECRET_KEY: env})
+    return task
+
+
+def use_hub_token(task: PipelineTask, config: RunConfig, env: str = HF_TOKEN_SECRET_KEY) -> PipelineTask:
+    """A step that reads from or pushes to the Hugging Face Hub gets key HF_TOKEN of
+    ``serving.cluster.hf_token_secret`` (when set) as env ``env``."""
+    if config.serving.cluster.hf_token_secret:
+        kubernetes.use_secret_as_env(task, secret_name=config.serving.cluster.hf_token_secret, secret_key_to_env={HF_TOKEN_SECRET_KEY: env})
     return task
 
 

@@ -22,12 +22,14 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 from selflengthen.cluster import kfp_api
-from selflengthen.cluster.objects import STORAGE_SECRET_KEYS, describe_api_error
+from selflengthen.cluster.objects import API_KEY_SECRET_KEY, HF_TOKEN_SECRET_KEY, STORAGE_SECRET_KEYS, describe_api_error
 from selflengthen.cluster.permissions import Permission, launcher_permissions, run_permissions
 from selflengthen.cluster.trainjob import GROUP as TRAINER_GROUP
+from selflengthen.cluster.trainjob import MIN_TRAINER_VERSION, SPEC_FIELDS
 from selflengthen.config import RunConfig
 from selflengthen.errors import SelfLengthenError
 from selflengthen.evaluation.benchmarks import load_benchmark
+from selflengthen.modelio import HUB_SCHEME
 from selflengthen.storage import Storage, get_storage, is_s3_uri, join_uri
 
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -163,7 +165,9 @@ def _api_failure(name: str, error: Exception, action: str, fix: str) -> list[Fin
 
 
 def check_trainer(config: RunConfig, api: k8s.ApiClient) -> list[Finding]:
-    """Kubeflow Trainer's CRDs are installed and the training runtime exists."""
+    """Kubeflow Trainer's CRDs are installed, the TrainJob's has every spec field the TrainJobs set
+    (an older Trainer's API server refuses them: they are created with fieldValidation Strict), and
+    the training runtime exists."""
     name = "Kubeflow Trainer"
     if config.execution.training != "trainjob":
         return ok(name, "execution.training is inline: no TrainJobs")
@@ -174,15 +178,19 @@ def check_trainer(config: RunConfig, api: k8s.ApiClient) -> list[Finding]:
         try:
             found = extensions.read_custom_resource_definition(crd)
         except (ApiException, HTTPError) as error:
-            fix = "install Kubeflow Trainer v2.2.0 or later (docs/kubeflow.md, Prerequisites)"
+            fix = f"install Kubeflow Trainer {MIN_TRAINER_VERSION} or later (docs/kubeflow.md, Prerequisites)"
             if isinstance(error, ApiException) and error.status == 404:
                 findings += failed(f"CRD {crd}", "not installed", fix)
             else:
                 findings += _api_failure(f"CRD {crd}", error, f"reading CRD {crd}", fix)
             continue
-        versions = [version.name for version in found.spec.versions if version.served]
-        if "v1alpha1" not in versions:
-            findings += failed(f"CRD {crd}", f"serves {versions}, not v1alpha1", "install Kubeflow Trainer v2.2.0 or later")
+        served = {version.name: version for version in found.spec.versions if version.served}
+        upgrade = f"install Kubeflow Trainer {MIN_TRAINER_VERSION} or later"
+        missing = _missing_spec_fields(served["v1alpha1"]) if plural == "trainjobs" and "v1alpha1" in served else []
+        if "v1alpha1" not in served:
+            findings += failed(f"CRD {crd}", f"serves {list(served)}, not v1alpha1", upgrade)
+        elif missing:
+            findings += failed(f"CRD {crd}", f"its TrainJob has no {', '.join(f'spec.{field}' for field in missing)} (Trainer older than {MIN_TRAINER_VERSION})", upgrade)
         else:
             findings += ok(f"CRD {crd}", "installed, serves v1alpha1")
     runtime, kind = config.trainjob.runtime, config.trainjob.runtime_kind
@@ -199,6 +207,14 @@ def check_trainer(config: RunConfig, api: k8s.ApiClient) -> list[Finding]:
             return findings + failed("training runtime", f"{where} does not exist", fix)
         return findings + _api_failure("training runtime", error, f"reading {where}", fix)
     return findings + ok("training runtime", f"{kind} {runtime} exists")
+
+
+def _missing_spec_fields(version: k8s.V1CustomResourceDefinitionVersion) -> list[str]:
+    """The TrainJob spec fields the project sets that this CRD version's schema does not define."""
+    schema = version.schema.open_apiv3_schema if version.schema else None
+    spec = (schema.properties or {}).get("spec") if schema else None
+    defined = set((spec.properties or {}) if spec else ())
+    return [field for field in SPEC_FIELDS if field not in defined]
 
 
 def _tolerated(taint: k8s.V1Taint, tolerations: list[dict[str, Any]]) -> bool:
@@ -404,40 +420,78 @@ def check_model_cache(config: RunConfig, api: k8s.ApiClient) -> list[Finding]:
     return ok(name, f"ReadWriteMany, bound{note}")
 
 
-def required_secrets(config: RunConfig, artifact_secret: str, run_namespace: str) -> list[tuple[str, tuple[str, ...], str, tuple[str, ...]]]:
-    """(Secret, keys, the config field naming it, the namespaces that need it) of the run: the
-    step pods (``run_namespace``) and the model servers and trainers (``pipeline.namespace``)."""
-    both = tuple(dict.fromkeys((run_namespace, config.pipeline.namespace)))
-    secrets = [(config.pipeline.storage_secret, STORAGE_SECRET_KEYS, "pipeline.storage_secret", both)]
+@dataclass(frozen=True)
+class SecretUse:
+    """A Secret the run reads: its keys, the config field (or option) naming it, and per namespace
+    the pods there that read it."""
+
+    secret: str
+    keys: tuple[str, ...]
+    field: str
+    readers: dict[str, str]
+
+
+def _use(secret: str, keys: tuple[str, ...], field: str, *readers: tuple[str, str]) -> SecretUse:
+    where: dict[str, list[str]] = {}
+    for namespace, pods in readers:
+        where.setdefault(namespace, []).append(pods)
+    return SecretUse(secret, keys, field, {namespace: " and ".join(pods) for namespace, pods in where.items()})
+
+
+def required_secrets(config: RunConfig, artifact_secret: str, run_namespace: str) -> list[SecretUse]:
+    """Every Secret of the run and where it is read (a pod whose env names a missing Secret or key
+    does not start). The step pods run in ``run_namespace`` (pipelines/tasks.py: every step the
+    storage keys, a step that calls a model the API key, the prepare step of an ``hf://`` base and
+    the export step that pushes to the Hub the Hub token), where the KFP launcher also reads the
+    artifact store's Secret; the model servers and TrainJobs run in ``pipeline.namespace``
+    (serving/cluster.py: the storage keys for the fetch container and vLLM's S3 streamer, HF_TOKEN
+    and VLLM_API_KEY for vLLM; cluster/trainjob.py: the storage keys; its HF_TOKEN is for a Hub id,
+    and on Kubeflow the prepare step has made the base an s3:// copy)."""
+    servers = config.pipeline.namespace
+    trainjobs = config.execution.training == "trainjob"
+    storage_readers = [(run_namespace, "the step pods"), (servers, "the model servers")]
+    if trainjobs:
+        storage_readers.append((servers, "the TrainJobs"))
+    uses = [_use(config.pipeline.storage_secret, STORAGE_SECRET_KEYS, "pipeline.storage_secret", *storage_readers)]
     if config.pipeline.api_key_secret:
-        secrets.append((config.pipeline.api_key_secret, ("SELFLENGTHEN_API_KEY",), "pipeline.api_key_secret", (run_namespace,)))
+        uses.append(_use(
+            config.pipeline.api_key_secret, (API_KEY_SECRET_KEY,), "pipeline.api_key_secret",
+            (run_namespace, "the steps that call a model"), (servers, "the vLLM servers"),
+        ))  # fmt: skip
     if config.serving.cluster.hf_token_secret:
-        secrets.append((config.serving.cluster.hf_token_secret, ("HF_TOKEN",), "serving.cluster.hf_token_secret", both))
-    secrets.append((artifact_secret, (), "the KFP artifact store's Secret (--artifact-secret)", (run_namespace,)))
-    return secrets
+        hf_readers = [(servers, "the vLLM servers")]
+        if config.model.base.startswith(HUB_SCHEME):
+            hf_readers.append((run_namespace, "the prepare step"))
+        if config.export.enabled and config.export.hub_repo:
+            hf_readers.append((run_namespace, "the export step"))
+        uses.append(_use(config.serving.cluster.hf_token_secret, (HF_TOKEN_SECRET_KEY,), "serving.cluster.hf_token_secret", *hf_readers))
+    uses.append(_use(artifact_secret, (), "the KFP artifact store's Secret (--artifact-secret)", (run_namespace, "the KFP launcher")))
+    return uses
 
 
 def check_secrets(config: RunConfig, api: k8s.ApiClient, artifact_secret: str, run_namespace: str | None = None) -> list[Finding]:
-    """Each Secret the config names exists where it is read, with its keys (values are never read out)."""
+    """Each Secret the config names exists in every namespace whose pods read it, with its keys
+    (values are never read out)."""
     core = k8s.CoreV1Api(api)
     findings: list[Finding] = []
-    for secret, keys, field, namespaces in required_secrets(config, artifact_secret, run_namespace or config.pipeline.steps_namespace):
-        for namespace in namespaces:
-            name = f"Secret {namespace}/{secret}"
-            create = f"kubectl -n {namespace} create secret generic {secret} " + " ".join(f"--from-literal={key}=..." for key in keys)
+    for use in required_secrets(config, artifact_secret, run_namespace or config.pipeline.steps_namespace):
+        for namespace, readers in use.readers.items():
+            name = f"Secret {namespace}/{use.secret}"
+            why = f"{use.field}; read by {readers}"
+            create = f"kubectl -n {namespace} create secret generic {use.secret} " + " ".join(f"--from-literal={key}=..." for key in use.keys)
             try:
-                found = core.read_namespaced_secret(secret, namespace)
+                found = core.read_namespaced_secret(use.secret, namespace)
             except (ApiException, HTTPError) as error:
                 if isinstance(error, ApiException) and error.status == 404:
-                    findings += failed(name, f"does not exist ({field})", create.strip())
+                    findings += failed(name, f"does not exist ({why})", create.strip())
                 else:
-                    findings += _api_failure(name, error, f"reading Secret {namespace}/{secret}", create.strip())
+                    findings += _api_failure(name, error, f"reading Secret {namespace}/{use.secret}", create.strip())
                 continue
-            absent = [key for key in keys if key not in set(found.data or {}) | set(found.string_data or {})]
+            absent = [key for key in use.keys if key not in set(found.data or {}) | set(found.string_data or {})]
             if absent:
-                findings += failed(name, f"has no key {', '.join(absent)} ({field})", create.strip())
+                findings += failed(name, f"has no key {', '.join(absent)} ({why})", create.strip())
             else:
-                findings += ok(name, f"exists{' with ' + ', '.join(keys) if keys else ''}")
+                findings += ok(name, f"exists{' with ' + ', '.join(use.keys) if use.keys else ''}")
     return findings
 
 

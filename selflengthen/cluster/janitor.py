@@ -18,13 +18,16 @@ when
 * its lease (annotation ``selflengthen.io/lease-expires``) has expired, even while the Workflow
   runs (a hung or killed step stops renewing it).
 
-An object with neither a Workflow nor a lease is kept, and said so. Whether a terminated run's exit
+An object with neither a Workflow nor a lease is kept, and said so. A cluster without Kubeflow
+Trainer (``execution.training: inline``) serves no TrainJob API: the list answers 404, and
+TrainJobs are skipped with a warning. Whether a terminated run's exit
 handler runs is not relied on here: by Argo's source it should (exit-handler pods ignore the
 deadline, workflow/controller/workflowpod.go), which is unconfirmed on a live cluster.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -41,6 +44,8 @@ SELECTOR = f"app.kubernetes.io/managed-by={PART_OF},{LABEL_RUN}"
 WORKFLOW_API = ("argoproj.io", "v1alpha1", "workflows")
 ENDED_PHASES = {"Succeeded", "Failed", "Error"}
 COMPLETED_LABEL = "workflows.argoproj.io/completed"
+
+log = logging.getLogger(__name__)
 
 
 class JanitorError(SelfLengthenError):
@@ -124,6 +129,17 @@ def collect_garbage(
                 states[name, uid] = _workflow_state(custom, namespace, name, uid)
         return states[name, uid]
 
+    def list_trainjobs() -> list[Any]:
+        try:
+            return custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, label_selector=SELECTOR)["items"]
+        except ApiException as error:
+            if error.status != 404:
+                raise
+        # the API server does not serve the resource: Kubeflow Trainer is not installed (a cluster
+        # that trains inline), so there is no TrainJob to collect
+        log.warning("skipping TrainJobs: the cluster serves no %s/%s %s (Kubeflow Trainer is not installed)", GROUP, VERSION, PLURAL)
+        return []
+
     def delete_trainjob(name: str, namespace: str, **options: Any) -> None:
         custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, **options)
 
@@ -132,8 +148,7 @@ def collect_garbage(
          apps.delete_namespaced_deployment, "Background"),
         ("Service", lambda: to_manifest(core.list_namespaced_service(namespace, label_selector=SELECTOR))["items"],
          core.delete_namespaced_service, "Background"),
-        ("TrainJob", lambda: custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, label_selector=SELECTOR)["items"],
-         delete_trainjob, "Foreground"),
+        ("TrainJob", list_trainjobs, delete_trainjob, "Foreground"),
     ]  # fmt: skip
     decisions = []
     for kind, list_objects, delete, propagation in kinds:

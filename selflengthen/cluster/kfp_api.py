@@ -180,19 +180,18 @@ def upload_version(client: Any, package: Path, *, name: str, version_name: str, 
     with kfp_errors(f"looking up pipeline {name!r}"):
         found = client._pipelines_api.pipeline_service_list_pipelines(filter=_equals("display_name", name), namespace=namespace)
     pipelines = [pipeline for pipeline in found.pipelines or [] if pipeline.display_name == name]
-    if not pipelines:
-        # the upload creates the pipeline and its first version (named after the pipeline); a
-        # second upload adds the version named here
-        with kfp_errors(f"uploading pipeline {name!r} (POST /apis/v2beta1/pipelines/upload)"):
-            pipeline = client._upload_api.upload_pipeline(str(package), name=name, namespace=namespace)
-        with kfp_errors(f"reading the first version of pipeline {name!r}"):
-            versions = client._pipelines_api.pipeline_service_list_pipeline_versions(
-                pipeline.pipeline_id, page_size=1, sort_by="created_at desc"
-            )
-        if not versions.pipeline_versions:
-            raise KfpError(f"pipeline {name!r} ({pipeline.pipeline_id}) was uploaded but has no version")
-        return pipeline.pipeline_id, versions.pipeline_versions[0].pipeline_version_id
-    pipeline_id = pipelines[0].pipeline_id
+    if pipelines:
+        pipeline_id = pipelines[0].pipeline_id
+    else:
+        # Created empty, then given its first version below. Not by POST /apis/v2beta1/pipelines/upload:
+        # that one names its first version after the pipeline (PipelineUploadServer.UploadPipeline,
+        # kubeflow/pipelines backend/src/apiserver/server/pipeline_upload_server.go: the version takes
+        # pipeline.Name; no query parameter names it), so the version named here would not exist.
+        # POST /apis/v2beta1/pipelines creates a pipeline without a version; its display_name is also
+        # its name on servers that have both (toModelPipeline, backend/src/apiserver/server/api_converter.go).
+        body = kfp_server_api.V2beta1Pipeline(display_name=name, namespace=namespace)
+        with kfp_errors(f"creating pipeline {name!r} (POST /apis/v2beta1/pipelines)"):
+            pipeline_id = client._pipelines_api.pipeline_service_create_pipeline(body).pipeline_id
     with kfp_errors(f"looking up version {version_name!r} of pipeline {name!r}"):
         found_versions = client._pipelines_api.pipeline_service_list_pipeline_versions(
             pipeline_id, filter=_equals("display_name", version_name)

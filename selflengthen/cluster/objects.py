@@ -49,6 +49,10 @@ RUN_AS_USER = 10001
 
 # Keys of the Secret named by pipeline.storage_secret.
 STORAGE_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+# Key of the Secret named by pipeline.api_key_secret (the model servers' API key).
+API_KEY_SECRET_KEY = "SELFLENGTHEN_API_KEY"
+# Key of the Secret named by serving.cluster.hf_token_secret (the Hugging Face Hub token).
+HF_TOKEN_SECRET_KEY = "HF_TOKEN"
 # Env var carrying the StorageConfig (endpoint, TLS, region; no credentials) as JSON.
 STORAGE_CONFIG_ENV = "SELFLENGTHEN_STORAGE_CONFIG"
 

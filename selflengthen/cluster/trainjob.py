@@ -29,6 +29,7 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from selflengthen.cluster.objects import (
+    HF_TOKEN_SECRET_KEY,
     api_errors,
     create_or_replace,
     delete_if_present,
@@ -63,6 +64,12 @@ CONFIG_DIR = "/etc/selflengthen"
 CONFIG_FILE = "config.json"
 CONFIG_VOLUME = "selflengthen-config"
 PATCH_MANAGER = "selflengthen.io/train-step"
+# The TrainJob spec fields build_trainjob sets. runtimePatches and activeDeadlineSeconds first came in
+# Kubeflow Trainer v2.2.0 (kubeflow/trainer pkg/apis/trainer/v1alpha1/trainjob_types.go and
+# manifests/base/crds/trainer.kubeflow.org_trainjobs.yaml at tag v2.2.0; v2.1.0 has neither, its
+# podTemplateOverrides has another shape): the oldest Trainer the TrainJobs run on.
+SPEC_FIELDS = ("runtimeRef", "activeDeadlineSeconds", "trainer", "runtimePatches")
+MIN_TRAINER_VERSION = "v2.2.0"
 # TrainJob names stay short: the JobSet derives pod host names (<job>-node-<i>-<j>) from them.
 MAX_NAME_LENGTH = 40
 DELETE_TIMEOUT_S = 300.0
@@ -83,7 +90,7 @@ def build_trainjob(
 
     env = storage_credentials_env(config) + model_cache_env(config)
     if hub_model and config.serving.cluster.hf_token_secret:
-        env.append(secret_env("HF_TOKEN", config.serving.cluster.hf_token_secret, "HF_TOKEN"))
+        env.append(secret_env("HF_TOKEN", config.serving.cluster.hf_token_secret, HF_TOKEN_SECRET_KEY))
     command = trainjob_command(request.arguments(config_path=f"{CONFIG_DIR}/{CONFIG_FILE}"))
     trainer: dict[str, Any] = {
         "image": trainjob.image,

@@ -42,6 +42,8 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 from selflengthen.cluster.objects import (
+    API_KEY_SECRET_KEY,
+    HF_TOKEN_SECRET_KEY,
     LABEL_INSTANCE,
     STORAGE_CONFIG_ENV,
     STORAGE_SECRET_KEYS,
@@ -182,9 +184,9 @@ def _vllm_container(config: RunConfig, model_args: list[str]) -> k8s.V1Container
     if model.startswith("s3://"):
         env += _streamer_env(config)
     if cluster.hf_token_secret:
-        env.append(secret_env("HF_TOKEN", cluster.hf_token_secret, "HF_TOKEN"))
+        env.append(secret_env("HF_TOKEN", cluster.hf_token_secret, HF_TOKEN_SECRET_KEY))
     if config.pipeline.api_key_secret:
-        env.append(secret_env("VLLM_API_KEY", config.pipeline.api_key_secret, "SELFLENGTHEN_API_KEY"))
+        env.append(secret_env("VLLM_API_KEY", config.pipeline.api_key_secret, API_KEY_SECRET_KEY))
     # the downloaded model and vLLM's caches live on emptyDirs: request the node disk they need
     resources = {"cpu": cluster.cpu, "memory": cluster.memory, "ephemeral-storage": cluster.model_storage}
     if cluster.gpus:

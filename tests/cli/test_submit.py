@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -45,16 +46,20 @@ def test_submit_uploads_a_version_and_runs_it_with_account_namespace_and_paramet
         ("GET", "/apis/v2beta1/healthz"),  # kfp.Client's constructor: is it multi-user?
         ("GET", "/apis/v2beta1/healthz"),  # submit: mode and release
         ("GET", "/apis/v2beta1/pipelines"),
-        ("POST", "/apis/v2beta1/pipelines/upload"),
+        ("POST", "/apis/v2beta1/pipelines"),
         ("GET", "/apis/v2beta1/pipelines/p-1/versions"),
+        ("POST", "/apis/v2beta1/pipelines/upload_version"),
         ("GET", "/apis/v2beta1/experiments"),
         ("POST", "/apis/v2beta1/experiments"),
         ("POST", "/apis/v2beta1/runs"),
     ]
-    listing, upload, _, _, new_experiment, run = kfp_server.calls[2:]
+    listing, create, _, upload, _, new_experiment, run = kfp_server.calls[2:]
     assert listing.query["namespace"] == "team-a"
-    assert upload.query == {"name": "selflengthen", "namespace": "team-a"}
+    assert create.body == {"display_name": "selflengthen", "namespace": "team-a"}
+    assert upload.query == {"name": "v1", "pipelineid": "p-1"}  # the first version carries the name asked for
     assert upload.body["uploadfile"] == COMPILED.read_bytes()
+    assert [version["display_name"] for version in kfp_server.state.versions["p-1"]] == ["v1"]
+    assert "pipeline p-1 version v1 (p-1-v1)" in result.output
     assert new_experiment.body == {"display_name": "lengthen", "namespace": "team-a"}
     assert run.body["service_account"] == "default-editor" and run.body["display_name"] == "first"
     assert run.body["experiment_id"] == "e-1"
@@ -108,10 +113,10 @@ def test_wait_exits_non_zero_with_the_backend_error_when_the_run_fails(kfp_serve
 
 
 def test_a_refused_upload_names_the_step_and_the_server_message(kfp_server: KfpServer):
-    kfp_server.state.refuse[("POST", "/apis/v2beta1/pipelines/upload")] = (403, "user may not create pipelines in namespace kubeflow")
+    kfp_server.state.refuse[("POST", "/apis/v2beta1/pipelines")] = (403, "user may not create pipelines in namespace kubeflow")
     result = submit(kfp_server)
     assert result.exit_code == 2
-    assert "uploading pipeline 'selflengthen'" in result.output and "HTTP 403" in result.output
+    assert "creating pipeline 'selflengthen'" in result.output and "HTTP 403" in result.output
     assert "user may not create pipelines in namespace kubeflow" in result.output
     assert ("POST", "/apis/v2beta1/runs") not in kfp_server.paths()
 
@@ -152,3 +157,22 @@ def test_register_uploads_a_version_once_per_content(kfp_server: KfpServer, tmp_
     changed.write_text(COMPILED.read_text() + "\n# changed\n")
     assert RUNNER.invoke(app, ["register", "--pipeline", str(changed), "--host", kfp_server.url]).exit_code == 0
     assert len(kfp_server.state.versions["p-1"]) == 2
+
+
+def test_register_on_a_new_pipeline_names_its_first_version_after_the_content_and_uploads_it_once(kfp_server: KfpServer):
+    for _ in range(2):
+        result = RUNNER.invoke(app, ["register", "--pipeline", str(COMPILED), "--host", kfp_server.url])
+        assert result.exit_code == 0, result.output
+    assert kfp_server.paths().count(("POST", "/apis/v2beta1/pipelines")) == 1
+    assert kfp_server.paths().count(("POST", "/apis/v2beta1/pipelines/upload_version")) == 1
+    (version,) = kfp_server.state.versions["p-1"]
+    assert version["display_name"].startswith("sha256-")
+    assert f"version {version['display_name']} ({version['pipeline_version_id']})" in result.output
+
+
+def test_submit_prints_the_version_it_created_under_its_default_name(kfp_server: KfpServer):
+    result = submit(kfp_server)
+    assert result.exit_code == 0, result.output
+    (version,) = kfp_server.state.versions["p-1"]
+    assert re.fullmatch(r"\d{8}-\d{6}-sha256-[0-9a-f]{12}", version["display_name"])
+    assert f"pipeline p-1 version {version['display_name']} ({version['pipeline_version_id']})" in result.output

@@ -4,11 +4,14 @@ check against the stand-in KFP API."""
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from selflengthen.cli import app
@@ -18,6 +21,7 @@ from selflengthen.config import parse_config
 from selflengthen.storage import get_storage
 from tests.cluster.conftest import NAMESPACE, cluster_config
 from tests.cluster.fake_kube import FakeKubeAPI, status
+from tests.fixtures.k8s_validation import CRD_DIR
 from tests.fixtures.kfp_api import KfpServer
 from tests.fixtures.s3 import S3Server
 
@@ -28,14 +32,20 @@ ARTIFACTS = "mlpipeline-minio-artifact"
 GPU_TAINT = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 
 
-def crd(plural: str, served: bool = True) -> dict[str, Any]:
-    kind = {"trainjobs": "TrainJob", "trainingruntimes": "TrainingRuntime", "clustertrainingruntimes": "ClusterTrainingRuntime"}[plural]
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{plural}.trainer.kubeflow.org"},
-        "spec": {"group": "trainer.kubeflow.org", "scope": "Namespaced", "names": {"plural": plural, "kind": kind},
-                 "versions": [{"name": "v1alpha1", "served": served, "storage": True}]},
-    }  # fmt: skip
+@functools.cache
+def _crd_file(plural: str) -> dict[str, Any]:
+    return yaml.safe_load((CRD_DIR / f"trainer.kubeflow.org_{plural}.yaml").read_text())
+
+
+def crd(plural: str, served: bool = True, without: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The Trainer CRD as the API server returns it (tests/fixtures/crds); ``without``: TrainJob
+    spec fields an older Trainer lacks."""
+    found = copy.deepcopy(_crd_file(plural))
+    for version in found["spec"]["versions"]:
+        version["served"] = served
+        for field in without:
+            del version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"][field]
+    return found
 
 
 def node(name: str, gpus: int, *, labels: dict[str, str] | None = None, tainted: bool = True) -> dict[str, Any]:
@@ -74,6 +84,21 @@ def test_missing_trainer_crd_and_runtime_fail_with_the_fix():
     assert "FAIL  CRD trainjobs.trainer.kubeflow.org: not installed\n      fix: install Kubeflow Trainer v2.2.0 or later" in text
     assert "FAIL  CRD trainingruntimes.trainer.kubeflow.org: serves [], not v1alpha1" in text
     assert f"FAIL  training runtime: TrainingRuntime selflengthen-deepspeed in namespace {NAMESPACE} does not exist" in text
+
+
+def test_a_trainer_older_than_the_trainjobs_need_fails_naming_the_missing_fields():
+    kube = FakeKubeAPI()
+    kube.reply("GET", f"{CRDS}/trainjobs.trainer.kubeflow.org", payload=crd("trainjobs", without=("runtimePatches", "activeDeadlineSeconds")))
+    for plural in doctor.TRAINER_CRDS[1:]:
+        kube.reply("GET", f"{CRDS}/{plural}.trainer.kubeflow.org", payload=crd(plural))
+    kube.reply("GET", RUNTIME, payload={"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainingRuntime", "metadata": {"name": "selflengthen-deepspeed"}})
+    text = lines(doctor.check_trainer(cluster_config(), kube.api_client))
+    kube.assert_done()
+    assert (
+        "FAIL  CRD trainjobs.trainer.kubeflow.org: its TrainJob has no spec.activeDeadlineSeconds, spec.runtimePatches "
+        "(Trainer older than v2.2.0)\n      fix: install Kubeflow Trainer v2.2.0 or later"
+    ) in text
+    assert "ok    CRD trainingruntimes.trainer.kubeflow.org: installed, serves v1alpha1" in text
 
 
 def test_inline_training_needs_no_trainer():
@@ -249,8 +274,65 @@ def test_secrets_present_with_their_keys_and_missing_ones():
     text = lines(doctor.check_secrets(config, kube.api_client, ARTIFACTS))
     kube.assert_done()
     assert f"ok    Secret {NAMESPACE}/selflengthen-s3: exists with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY" in text
-    assert f"FAIL  Secret {NAMESPACE}/hf: has no key HF_TOKEN (serving.cluster.hf_token_secret)\n      fix: kubectl -n {NAMESPACE} create secret generic hf --from-literal=HF_TOKEN=..." in text
-    assert f"FAIL  Secret {NAMESPACE}/{ARTIFACTS}: does not exist" in text
+    assert (
+        f"FAIL  Secret {NAMESPACE}/hf: has no key HF_TOKEN (serving.cluster.hf_token_secret; read by the vLLM servers)\n"
+        f"      fix: kubectl -n {NAMESPACE} create secret generic hf --from-literal=HF_TOKEN=..."
+    ) in text
+    assert f"FAIL  Secret {NAMESPACE}/{ARTIFACTS}: does not exist (the KFP artifact store's Secret (--artifact-secret); read by the KFP launcher)" in text
+
+
+def secret(name: str, *keys: str) -> dict[str, Any]:
+    return {"metadata": {"name": name}, "data": {key: "eA==" for key in keys}}
+
+
+def test_with_runs_in_another_namespace_each_secret_is_checked_in_every_namespace_whose_pods_read_it():
+    """Standalone KFP: steps in kubeflow, servers and TrainJobs in ns1. The API key is read by the
+    steps that call a model and by vLLM; the Hub token by vLLM, the prepare step of an hf:// base
+    and the export step that pushes to the Hub."""
+    config = cluster_config(
+        pipeline__run_namespace="kubeflow", pipeline__api_key_secret="api-key", serving__cluster__hf_token_secret="hf",
+        model__base="hf://Qwen/Qwen2.5-7B-Instruct", export__enabled=True, export__hub_repo="me/long",
+    )  # fmt: skip
+    steps, servers = "/api/v1/namespaces/kubeflow/secrets", f"/api/v1/namespaces/{NAMESPACE}/secrets"
+    kube = FakeKubeAPI()
+    kube.reply("GET", f"{steps}/selflengthen-s3", payload=secret("selflengthen-s3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"))
+    kube.reply("GET", f"{servers}/selflengthen-s3", 404, status(404, "NotFound", "not found"))
+    kube.reply("GET", f"{steps}/api-key", payload=secret("api-key", "SELFLENGTHEN_API_KEY"))
+    kube.reply("GET", f"{servers}/api-key", 404, status(404, "NotFound", "not found"))
+    kube.reply("GET", f"{servers}/hf", payload=secret("hf", "HF_TOKEN"))
+    kube.reply("GET", f"{steps}/hf", payload=secret("hf", "TOKEN"))
+    kube.reply("GET", f"{steps}/{ARTIFACTS}", payload=secret(ARTIFACTS, "accesskey"))
+    text = lines(doctor.check_secrets(config, kube.api_client, ARTIFACTS))
+    kube.assert_done()
+    assert "ok    Secret kubeflow/selflengthen-s3: exists with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY" in text
+    assert (
+        f"FAIL  Secret {NAMESPACE}/selflengthen-s3: does not exist (pipeline.storage_secret; read by the model servers and the TrainJobs)\n"
+        f"      fix: kubectl -n {NAMESPACE} create secret generic selflengthen-s3 --from-literal=AWS_ACCESS_KEY_ID=... --from-literal=AWS_SECRET_ACCESS_KEY=..."
+    ) in text
+    assert "ok    Secret kubeflow/api-key: exists with SELFLENGTHEN_API_KEY" in text
+    assert (
+        f"FAIL  Secret {NAMESPACE}/api-key: does not exist (pipeline.api_key_secret; read by the vLLM servers)\n"
+        f"      fix: kubectl -n {NAMESPACE} create secret generic api-key --from-literal=SELFLENGTHEN_API_KEY=..."
+    ) in text
+    assert f"ok    Secret {NAMESPACE}/hf: exists with HF_TOKEN" in text
+    assert "FAIL  Secret kubeflow/hf: has no key HF_TOKEN (serving.cluster.hf_token_secret; read by the prepare step and the export step)" in text
+    assert f"ok    Secret kubeflow/{ARTIFACTS}: exists" in text
+
+
+def test_inline_training_without_a_hub_push_reads_the_hub_token_in_the_servers_namespace_only():
+    config = cluster_config(
+        pipeline__run_namespace="kubeflow", serving__cluster__hf_token_secret="hf", execution__training="inline", export__enabled=True
+    )
+    steps, servers = "/api/v1/namespaces/kubeflow/secrets", f"/api/v1/namespaces/{NAMESPACE}/secrets"
+    kube = FakeKubeAPI()
+    kube.reply("GET", f"{steps}/selflengthen-s3", payload=secret("selflengthen-s3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"))
+    kube.reply("GET", f"{servers}/selflengthen-s3", 404, status(404, "NotFound", "not found"))
+    kube.reply("GET", f"{servers}/hf", payload=secret("hf", "HF_TOKEN"))
+    kube.reply("GET", f"{steps}/{ARTIFACTS}", payload=secret(ARTIFACTS))
+    text = lines(doctor.check_secrets(config, kube.api_client, ARTIFACTS))
+    kube.assert_done()
+    assert f"FAIL  Secret {NAMESPACE}/selflengthen-s3: does not exist (pipeline.storage_secret; read by the model servers)" in text
+    assert "Secret kubeflow/hf" not in text
 
 
 # --------------------------------------------------------------------------- KFP

@@ -122,3 +122,26 @@ def test_an_api_refusal_fails_gc_naming_what_it_tried() -> None:
     kube.reply("GET", DEPLOYMENTS, 403, status(403, "Forbidden", "deployments.apps is forbidden"))
     with pytest.raises(JanitorError, match=r"listing Deployments .* HTTP 403"):
         collect_garbage(NAMESPACE, api_client=kube.api_client, now=NOW)
+
+
+def test_without_kubeflow_trainer_trainjobs_are_skipped_with_a_warning_and_the_rest_collected(caplog: pytest.LogCaptureFixture) -> None:
+    kube = FakeKubeAPI()
+    kube.reply("GET", DEPLOYMENTS, 200, listing(obj("sl-ended-gen-it1", "ended", workflow="wf-ended", uid="u1")))
+    kube.reply("GET", f"{WORKFLOWS}/wf-ended", 200, workflow("wf-ended", "u1", "Succeeded"))
+    kube.reply("DELETE", f"{DEPLOYMENTS}/sl-ended-gen-it1", 200, {})
+    kube.reply("GET", SERVICES, 200, listing())
+    kube.reply("GET", TRAINJOBS, 404, status(404, "NotFound", "the server could not find the requested resource"))
+    with caplog.at_level("WARNING", logger="selflengthen.cluster.janitor"):
+        decisions = collect_garbage(NAMESPACE, api_client=kube.api_client, now=NOW)
+    kube.assert_done()
+    assert [(d.kind, d.name, d.delete) for d in decisions] == [("Deployment", "sl-ended-gen-it1", True)]
+    assert "skipping TrainJobs: the cluster serves no trainer.kubeflow.org/v1alpha1 trainjobs (Kubeflow Trainer is not installed)" in caplog.text
+
+
+def test_any_other_trainjob_listing_error_still_fails_gc() -> None:
+    kube = FakeKubeAPI()
+    kube.reply("GET", DEPLOYMENTS, 200, listing())
+    kube.reply("GET", SERVICES, 200, listing())
+    kube.reply("GET", TRAINJOBS, 403, status(403, "Forbidden", "trainjobs.trainer.kubeflow.org is forbidden"))
+    with pytest.raises(JanitorError, match=r"listing TrainJobs .* HTTP 403"):
+        collect_garbage(NAMESPACE, api_client=kube.api_client, now=NOW)

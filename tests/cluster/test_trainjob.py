@@ -11,7 +11,7 @@ from kubernetes import client as k8s
 
 from selflengthen.cluster.objects import to_manifest
 from selflengthen.cluster.ownership import RunOwner, lease_expiry
-from selflengthen.cluster.trainjob import build_config_map, build_trainjob, run_trainjob
+from selflengthen.cluster.trainjob import SPEC_FIELDS, build_config_map, build_trainjob, run_trainjob
 from selflengthen.config import parse_config
 from selflengthen.errors import TrainingError
 from selflengthen.training.launch import TrainingRequest
@@ -179,6 +179,7 @@ def test_the_trainjob_is_valid_under_the_crd_schema():
     job = trainjob(config)
     job["metadata"]["ownerReferences"] = [{"apiVersion": "v1", "kind": "Pod", "name": "p", "uid": "u"}]
     validate_crd_object(job)
+    assert set(job["spec"]) == set(SPEC_FIELDS)  # what doctor looks for in the installed CRD
 
 
 @pytest.mark.parametrize(

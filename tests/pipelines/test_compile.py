@@ -330,6 +330,15 @@ def test_export_step_follows_the_report_with_the_hub_token_secret(tmp_path: Path
     assert secrets["hf"] == [{"envVar": "HF_TOKEN", "secretKey": "HF_TOKEN"}]
 
 
+def test_the_prepare_step_of_a_hub_base_model_gets_the_hub_token_secret(tmp_path: Path) -> None:
+    def prepare_secrets(overrides: dict) -> dict:
+        _, executors = compiled(load_config(CLUSTER_CONFIG, {"serving.cluster.hf_token_secret": "hf", **overrides}), tmp_path)
+        return {item["secretName"]: item["keyToEnv"] for item in executors["exec-prepare"].get("secretAsEnv", [])}
+
+    assert prepare_secrets({"model.base": "hf://meta-llama/Llama-3.1-8B-Instruct"})["hf"] == [{"envVar": "HF_TOKEN", "secretKey": "HF_TOKEN"}]
+    assert "hf" not in prepare_secrets({})  # an s3:// base: prepare reads nothing from the Hub
+
+
 def test_every_data_input_is_an_edge_and_serve_steps_output_url_and_model(tmp_path: Path) -> None:
     config = load_config(CLUSTER_CONFIG)
     spec, _ = compiled(config, tmp_path)
