@@ -861,6 +861,11 @@ class RunConfig(Section):
             return self
         if not self.storage.s3_endpoint:
             raise ValueError("storage.s3_endpoint: execution.target kubeflow keeps every artefact on S3; set the endpoint")
+        if self.export.enabled and self.export.hub_repo and not self.serving.cluster.hf_token_secret:
+            raise ValueError(
+                "export.hub_repo: on kubeflow the export step pushes with key HF_TOKEN of the Secret "
+                "serving.cluster.hf_token_secret (as env export.token_env), which is not set; set it, or unset export.hub_repo"
+            )
         for dotted, uri in self._paths():
             if uri is not None and not uri.startswith(("s3://", "hf://")):
                 raise ValueError(

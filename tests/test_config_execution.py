@@ -22,6 +22,7 @@ KUBEFLOW = {
         ({**KUBEFLOW, "eval": {"benchmark_files": {"longen": "./longen.jsonl"}}}, "eval.benchmark_files.longen"),
         ({**KUBEFLOW, "self_instruct": {"seeds_uri": "seeds.jsonl"}}, "self_instruct.seeds_uri"),
         ({**KUBEFLOW, "storage": {}}, "storage.s3_endpoint"),
+        ({**KUBEFLOW, "export": {"enabled": True, "hub_repo": "me/long"}}, "export.hub_repo"),
         ({"model": {"base": "/models/base"}, "execution": {"training": "trainjob"}}, "execution.training"),
         ({"model": {"base": "/models/base"}, "execution": {"model_cache_pvc": "models"}}, "execution.model_cache_pvc"),
     ],
@@ -35,3 +36,4 @@ def test_consistent_configs_load() -> None:
     assert parse_config(KUBEFLOW).execution.training == "inline"
     assert parse_config({**KUBEFLOW, "model": {"base": "hf://Qwen/Qwen2.5-7B-Instruct"}, "execution": {"target": "kubeflow", "training": "trainjob"}})
     assert parse_config({"model": {"base": "/models/base"}}).execution.target == "local"
+    assert parse_config({**KUBEFLOW, "export": {"enabled": True, "hub_repo": "me/long"}, "serving": {"cluster": {"hf_token_secret": "hf"}}})
