@@ -6,7 +6,8 @@ from selflengthen.config import LengthControlConfig
 from selflengthen.datasets import read_records, write_records
 from selflengthen.fingerprint import Fingerprint
 from selflengthen.records import SftExample
-from selflengthen.stages.length_control import derive_constraint, mentions_constraint, run_length_control, to_chinese_numeral
+from selflengthen.stages.common import InputUnits
+from selflengthen.stages.length_control import derive_constraint, eligible, mentions_constraint, run_length_control, to_chinese_numeral
 from selflengthen.storage import get_storage
 from tests.orchestration.helpers import run_config
 from tests.stages.helpers import essay, response
@@ -99,3 +100,11 @@ def test_the_stage_reads_its_sources_a_part_at_a_time_and_keeps_one_example_per_
     assert result.metrics["units"] == 2 and result.metrics["examples"] == 2 and result.metrics["appended"] == 2
     parts = {uri for uri in reads if "/part-" in uri and "/length/" not in uri}
     assert len(parts) == 4 and all(reads.count(uri) == 2 for uri in parts)  # eligibility, then the work: a part at a time
+
+
+def test_the_first_record_of_an_id_decides_so_no_unit_is_outside_the_window():
+    short = response(essay(10))
+    long = response(essay(3000)).model_copy(update={"id": short.id})  # a second input disagreeing on the text
+    settings = LengthControlConfig(min_words=20, max_words=4000)
+    assert list(InputUnits([short, long], eligible(settings))) == []
+    assert list(InputUnits([long, short], eligible(settings))) == [(short.id, long)]
