@@ -41,7 +41,6 @@ from selflengthen.stats import Tally
 from selflengthen.storage import BackgroundWriter, Storage, decode_utf8, join_uri
 
 R = TypeVar("R", bound=BaseModel)
-F = TypeVar("F", bound=BaseModel)
 
 MANIFEST_NAME = "manifest.json"
 FAILURES_NAME = "failures.jsonl"

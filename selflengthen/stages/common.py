@@ -27,7 +27,7 @@ from array import array
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -42,7 +42,6 @@ from selflengthen.records import Failure, Query, Record, Response, stable_id
 from selflengthen.stats import FailureReasons, Known, Tallies, Tally, length_stats
 from selflengthen.storage import BackgroundWriter, Storage, get_storage
 
-T = TypeVar("T")
 # A unit's worker: it gets the stage's client as its UnitClient (chat, continue_chat), the config and its item.
 Work = Callable[["UnitClient", RunConfig, Any], Awaitable[tuple[list[Record], list[Failure]]]]
 # Makes a new tally of the stage's own metrics (selflengthen.stats.Tally), fed its outputs as they are written.
@@ -303,21 +302,24 @@ class InputUnits:
         self._keep = keep
         self._kept: set[str] | None = None
 
+    def _first_of_each_id(self) -> Iterator[Record]:
+        """The records, each id's first only: what ``keep`` chooses from and the units are made of."""
+        seen: set[str] = set()
+        for record in self.records:
+            if record.id not in seen:
+                seen.add(record.id)
+                yield record
+
     def kept(self) -> set[str] | None:
         if self._keep is not None and self._kept is None:
-            self._kept = self._keep(self.records)
+            self._kept = self._keep(self._first_of_each_id())
         return self._kept
 
     def __iter__(self) -> Iterator[tuple[str, Record]]:
         kept = self.kept()
         if kept is None:
-            yield from ((record.id, record) for record in self.records)
-            return
-        started: set[str] = set()
-        for record in self.records:
-            if record.id in kept and record.id not in started:
-                started.add(record.id)
-                yield record.id, record
+            return ((record.id, record) for record in self.records)
+        return ((record.id, record) for record in self._first_of_each_id() if record.id in kept)
 
     def __len__(self) -> int:
         kept = self.kept()

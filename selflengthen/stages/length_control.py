@@ -132,17 +132,12 @@ class LengthControlMetrics:
 
 def eligible(settings: LengthControlConfig):
     """``keep`` of :class:`~selflengthen.stages.common.InputUnits`: the ids of the responses within
-    [min_words, max_words], the first of each distinct text (memory: an id and a text key each).
-    The first record of an id decides, as InputUnits works on the first record of each id."""
+    [min_words, max_words], the first of each distinct text (memory: an id and a text key each)."""
 
     def ids(responses: Iterable[Response]) -> set[str]:
         texts: set[str] = set()
-        seen: set[str] = set()
         chosen: set[str] = set()
         for response in responses:
-            if response.id in seen:
-                continue
-            seen.add(response.id)
             if settings.min_words <= count_words(response.text) <= settings.max_words:
                 key = stable_id(response.text)
                 if key not in texts:

@@ -53,12 +53,6 @@ def length_biased_ids(items: Iterable[tuple[str, int, str]], settings: SelectCon
     return kept_ids
 
 
-def length_biased_sample(responses: list[Response], settings: SelectConfig, seed: int) -> list[Response]:
-    """The responses length-biased sampling keeps (:func:`length_biased_ids`), in the order given."""
-    kept_ids = length_biased_ids(lengths(responses), settings, seed)
-    return [response for response in responses if response.id in kept_ids]
-
-
 class Selection:
     """What selection keeps of some responses, from one pass that checks each response once and
     holds only its (id, words, language): ``kept_ids``, rejections per reason, and the metrics."""
@@ -86,12 +80,6 @@ class Selection:
             "lengths_in": length_stats(words_in),
             "lengths_kept": length_stats([words for response_id, words, _ in passing if response_id in self.kept_ids]),
         }
-
-
-def select_responses(responses: list[Response], config: RunConfig, seed: int) -> tuple[list[Response], Counter[str]]:
-    """The responses that pass the checks and survive length-biased sampling, and rejection counts per reason."""
-    selection = Selection(responses, config, seed)
-    return [response for response in responses if response.id in selection.kept_ids], selection.rejected
 
 
 def run_select(config: RunConfig, *, input: str, output: str, iteration: int = 1) -> Manifest:

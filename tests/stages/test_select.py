@@ -6,11 +6,23 @@ from selflengthen.config import SelectConfig, parse_config
 from selflengthen.fingerprint import Fingerprint
 from selflengthen.datasets import read_manifest, read_records, write_records
 from selflengthen.records import Response
-from selflengthen.stages.select import keep_probability, length_biased_sample, run_select, select_responses
+from selflengthen.stages.select import Selection, keep_probability, length_biased_ids, lengths, run_select
 from selflengthen.storage import get_storage
 from tests.stages.helpers import essay, response
 
 CONFIG = parse_config({"model": {"base": "unused"}})
+
+
+def length_biased_sample(responses: list[Response], settings: SelectConfig, seed: int) -> list[Response]:
+    """The responses length-biased sampling keeps, in the order given."""
+    kept_ids = length_biased_ids(lengths(responses), settings, seed)
+    return [r for r in responses if r.id in kept_ids]
+
+
+def select_responses(responses: list[Response], config, seed: int) -> tuple[list[Response], Counter]:
+    """The responses a Selection keeps, in the order given, and its rejections per reason."""
+    selection = Selection(responses, config, seed)
+    return [r for r in responses if r.id in selection.kept_ids], selection.rejected
 
 
 def test_keep_probability_formula():
