@@ -58,6 +58,10 @@ class SamplingConfig(Section):
     )
 
 
+# The most requests one client keeps in flight (max_concurrency, also times the replicas).
+MAX_CONCURRENCY = 4096
+
+
 class EndpointConfig(Section):
     """An OpenAI-compatible server (vLLM in production). Credentials come from the environment."""
 
@@ -69,9 +73,9 @@ class EndpointConfig(Section):
     )
     api_key_env: str = Field("SELFLENGTHEN_API_KEY", description="name of the env var holding the API key (never the key)")
     max_concurrency: int = Field(
-        32, ge=1, le=4096,
+        32, ge=1, le=MAX_CONCURRENCY,
         description="most requests in flight at once from one client to one server replica (on Kubeflow the client "
-        "sends up to this times serving.cluster.replicas, at most 4096)",
+        f"sends up to this times serving.cluster.replicas, at most {MAX_CONCURRENCY})",
     )
     units_in_flight: int | None = Field(
         None, ge=1,

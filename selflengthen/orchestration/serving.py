@@ -34,14 +34,11 @@ from typing import Any, Iterator, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict
 
-from selflengthen.config import EndpointConfig, Role, RunConfig
+from selflengthen.config import MAX_CONCURRENCY, EndpointConfig, Role, RunConfig
 from selflengthen.errors import EndpointError, SelfLengthenError
 from selflengthen.orchestration.layout import RunLayout, phase_index
 from selflengthen.serving.plan import ModelRole, ServerName, ServerPlan
 from selflengthen.storage import Storage, get_storage
-
-# The client's most requests in flight (EndpointConfig.max_concurrency's bound).
-MAX_CONCURRENCY = 4096
 
 log = logging.getLogger(__name__)
 
