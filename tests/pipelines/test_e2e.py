@@ -93,6 +93,13 @@ def test_two_iterations_on_s3_killed_and_resumed(tmp_path: Path, tiny_model_dir:
         for k in (1, 2):
             for name in ITERATION_DATASETS:
                 assert read_manifest(storage, layout.iteration(k, name)).count > 0, (k, name)
+            # The Extender lengthens in every iteration: each extended answer is longer than
+            # extend.min_ratio x the initial answer it extends. (The two datasets' means need not
+            # differ that way: the initial answers near the token limit are the ones that cannot
+            # be extended, so the extended set is drawn from the shorter initial answers.)
+            initial_words = {r.id: r.words for r in read_records(storage, layout.iteration(k, "initial"), Response)}
+            for extended in read_records(storage, layout.iteration(k, "extended"), Response):
+                assert extended.words > config.extend.min_ratio * initial_words[extended.initial_id], (k, extended.id)
             for role in ("generator", "extender"):
                 trained = read_trained_model(storage, layout.iteration(k, "train", role))
                 assert trained is not None and trained.steps == config.training.max_steps and trained.model, (k, role)
@@ -114,8 +121,6 @@ def test_two_iterations_on_s3_killed_and_resumed(tmp_path: Path, tiny_model_dir:
             assert set(entry["lengths"]) == set(DISTRIBUTIONS)
             for stats in entry["lengths"].values():
                 assert set(STATS) <= set(stats)
-            # The Extender lengthens in every iteration.
-            assert entry["lengths"]["extended"]["mean"] > entry["lengths"]["initial"]["mean"]
             # Evaluated before and after every iteration.
             for side in ("before", "after"):
                 assert entry["evaluation"][side]["longen"]["count"] == config.eval.max_prompts, (entry["iteration"], side)
